@@ -1,0 +1,194 @@
+"""The plugin contract: abstract base classes for LLM backbones, vision encoders and connectors.
+
+A plugin is one class deriving from one of these ABCs, registered under the matching entry-point group
+(``notellm2_pl.llms``, ``notellm2_pl.vision_encoders``, ``notellm2_pl.connectors``). The entry name must equal
+the class name: that is what a user types as ``class_path`` in a recipe. See CONTRIBUTING.md.
+
+Every plugin also provides a download-free ``tiny()`` classmethod, used by the contract tests that run over
+everything the registry knows.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """Image preprocessing a vision encoder expects. The data side builds its transforms from this only.
+
+    Attributes:
+        size: Square input side in pixels (resize shorter side, then center-crop).
+        mean: Per-channel normalisation mean (RGB).
+        std: Per-channel normalisation std (RGB).
+        interpolation: ``"bicubic"`` or ``"bilinear"``.
+    """
+
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bicubic"
+
+
+@dataclass
+class VisionOutput:
+    """What a vision encoder returns.
+
+    Attributes:
+        tokens: Visual feature tokens for the connector, ``(B, N, D_v)``.
+        pooled: One feature per image for late fusion, ``(B, D_v)``: the CLS token where the model has one,
+            else the model's own pooled output or the token mean (each plugin documents which).
+    """
+
+    tokens: torch.Tensor
+    pooled: torch.Tensor
+
+
+@dataclass
+class LLMOutput:
+    """What an LLM backbone returns.
+
+    Attributes:
+        hidden: Final-layer hidden states after the model's final norm, ``(B, T, H)``.
+        attentions: When requested, one post-softmax attention tensor per layer, ``(B, heads, T, T)``, still in
+            the autograd graph (so ``A * dL/dA`` can be computed without editing model code).
+    """
+
+    hidden: torch.Tensor
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+class _Lockable(nn.Module):
+    """Shared freezing / checkpointing API: identical parameter names on every plugin kind."""
+
+    def lock(self, unlocked_groups: int = 0, freeze_norm: bool = True) -> None:
+        """Freeze the module's parameters.
+
+        Args:
+            unlocked_groups: Number of trailing layers/blocks to leave trainable (0 freezes everything).
+                Plugins that have no notion of layers unlock nothing and say so in their docstring.
+            freeze_norm: Also freeze normalisation layers inside the unlocked groups.
+        """
+        for p in self.parameters():
+            p.requires_grad_(False)
+        groups = self.layer_groups()
+        if unlocked_groups > 0:
+            for block in groups[-unlocked_groups:]:
+                for name, p in block.named_parameters():
+                    if freeze_norm and "norm" in name.lower():
+                        continue
+                    p.requires_grad_(True)
+
+    def layer_groups(self) -> list[nn.Module]:
+        """Ordered list of layer blocks used by ``lock(unlocked_groups=n)``. Default: no layers."""
+        return []
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Enable non-reentrant activation checkpointing where the underlying library supports it."""
+
+
+class LLMBackbone(_Lockable, abc.ABC):
+    """A decoder-only language model that maps input embeddings to final hidden states.
+
+    The backbone owns its tokenizer (a ``transformers`` tokenizer). Special tokens the method needs are added
+    through :meth:`add_tokens`, which also resizes and initialises the embedding rows.
+    """
+
+    @property
+    @abc.abstractmethod
+    def hidden_size(self) -> int:
+        """Width ``H`` of the hidden states."""
+
+    @property
+    @abc.abstractmethod
+    def tokenizer(self) -> Any:
+        """The tokenizer (``transformers.PreTrainedTokenizerBase``)."""
+
+    @property
+    @abc.abstractmethod
+    def num_layers(self) -> int:
+        """Number of decoder layers (one attention map each when attentions are requested)."""
+
+    @abc.abstractmethod
+    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Input embeddings for token ids: ``(B, T) -> (B, T, H)``."""
+
+    @abc.abstractmethod
+    def add_tokens(self, tokens: list[str], init: str = "mean") -> list[int]:
+        """Make sure ``tokens`` exist as special tokens; new rows are initialised to the mean row.
+
+        Args:
+            tokens: Token strings to ensure.
+            init: ``"mean"`` (mean of existing input-embedding rows) or ``"normal"``.
+
+        Returns:
+            The token ids, in order.
+        """
+
+    @abc.abstractmethod
+    def forward(
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, output_attentions: bool = False
+    ) -> LLMOutput:
+        """Run the decoder on ``inputs_embeds (B, T, H)`` with a ``(B, T)`` 0/1 mask (right padding)."""
+
+
+class VisionEncoder(_Lockable, abc.ABC):
+    """An image tower producing feature tokens plus one pooled feature per image."""
+
+    @property
+    @abc.abstractmethod
+    def hidden_size(self) -> int:
+        """Width ``D_v`` of tokens and pooled feature."""
+
+    @property
+    @abc.abstractmethod
+    def image_config(self) -> ImageConfig:
+        """Preprocessing this encoder expects."""
+
+    @abc.abstractmethod
+    def forward(self, pixel_values: torch.Tensor) -> VisionOutput:
+        """Encode ``pixel_values (B, 3, S, S)``."""
+
+    def cache_key(self) -> str:
+        """A string identifying the encoder's weights and feature settings (used by feature caches)."""
+        return f"{type(self).__name__}:{sorted(self.config_summary().items())}"
+
+    def config_summary(self) -> dict[str, Any]:
+        """Feature-defining settings, for cache keys and logs."""
+        return {}
+
+
+class Connector(_Lockable, abc.ABC):
+    """Maps vision tokens ``(B, N, D_v)`` to ``num_tokens(N)`` LLM-width tokens ``(B, Q, H)``.
+
+    Built by the model as ``factory(in_dim=D_v, out_dim=H)``; recipes give only the remaining arguments.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.in_dim = in_dim
+        self.out_dim = out_dim
+
+    @abc.abstractmethod
+    def num_tokens(self, num_inputs: int) -> int:
+        """Number of visual tokens produced from ``num_inputs`` vision tokens (0: no visual tokens)."""
+
+    @abc.abstractmethod
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``(B, N, D_v) -> (B, Q, H)``."""
+
+
+@dataclass
+class PluginInfo:
+    """One registered plugin as the registry sees it."""
+
+    group: str
+    name: str
+    value: str
+    distribution: str
+    extras: dict[str, Any] = field(default_factory=dict)
