@@ -1,0 +1,153 @@
+"""Any Hugging Face decoder-only LLM (Qwen2/2.5/3, Llama 2/3, Vicuna, SmolLM2, ...) as an ``LLMBackbone``.
+
+One adapter for every family: ``pretrained`` is a hub id or a local directory, loaded with the library's own
+``AutoModel.from_pretrained`` / ``AutoTokenizer.from_pretrained`` (a GGUF file inside that directory or repo is
+selected with ``gguf_file``). Only the decoder is kept (no LM head): the representation is a hidden state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+from typing import Any
+
+import torch
+from torch import nn
+
+from notellm2_pl.interfaces import LLMBackbone, LLMOutput
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class HFCausalLM(LLMBackbone):
+    """A transformers causal LM (decoder only) with its tokenizer.
+
+    Args:
+        pretrained: Hub id (e.g. ``Qwen/Qwen2.5-0.5B``) or local directory written by ``save_pretrained``.
+        tokenizer: Tokenizer hub id or directory; defaults to ``pretrained``.
+        gguf_file: Name of a GGUF file inside ``pretrained`` to load weights and tokenizer from.
+        dtype: Weight dtype: ``float32`` (CPU default) or ``bfloat16`` (GPU; use with precision bf16-mixed).
+        attn_implementation: ``sdpa`` (default), ``eager`` or ``flash_attention_2``. Attention maps for the
+            saliency analysis switch to eager temporarily, whatever is set here.
+        revision: Hub revision (branch, tag or commit) for reproducible loads.
+        trust_remote_code: Allow model code from the hub repo. Off unless you set it.
+        gradient_checkpointing: Non-reentrant activation checkpointing in the decoder layers.
+    """
+
+    def __init__(
+        self,
+        pretrained: str,
+        tokenizer: str | None = None,
+        gguf_file: str | None = None,
+        dtype: str = "float32",
+        attn_implementation: str = "sdpa",
+        revision: str | None = None,
+        trust_remote_code: bool = False,
+        gradient_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype={dtype!r} is not supported; use one of {sorted(_DTYPES)}.")
+        common: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
+        if gguf_file:
+            common["gguf_file"] = gguf_file
+        self.pretrained = pretrained
+        self.model = AutoModel.from_pretrained(
+            pretrained, dtype=_DTYPES[dtype], attn_implementation=attn_implementation, **common
+        )
+        tok_source = tokenizer or pretrained
+        tok_kwargs = dict(common) if tok_source == pretrained else {"trust_remote_code": trust_remote_code}
+        self._tokenizer = AutoTokenizer.from_pretrained(tok_source, **tok_kwargs)
+        self._attn_impl = attn_implementation
+        if gradient_checkpointing:
+            self.set_grad_checkpointing(True)
+
+    # ---------------------------------------------------------------------------------------------- contract
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._tokenizer
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.model.config.num_hidden_layers)
+
+    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model.get_input_embeddings()(input_ids)
+
+    def add_tokens(self, tokens: list[str], init: str = "mean") -> list[int]:
+        vocab = self._tokenizer.get_vocab()
+        missing = [t for t in tokens if t not in vocab]
+        if missing:
+            self._tokenizer.add_tokens(missing, special_tokens=True)
+            emb = self.model.get_input_embeddings()
+            old = emb.weight.shape[0]
+            new_size = max(len(self._tokenizer), old)
+            ids = self._tokenizer.convert_tokens_to_ids(missing)
+            if max(ids) >= old:
+                self.model.resize_token_embeddings(new_size, mean_resizing=False)
+            weight = self.model.get_input_embeddings().weight
+            with torch.no_grad():
+                mean = weight[:old].mean(0)
+                for i in ids:
+                    if init == "mean":
+                        weight[i] = mean
+                    else:
+                        nn.init.normal_(weight[i], std=0.02)
+        return [int(i) for i in self._tokenizer.convert_tokens_to_ids(tokens)]
+
+    def forward(
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, output_attentions: bool = False
+    ) -> LLMOutput:
+        ctx = self._eager_attention() if output_attentions else contextlib.nullcontext()
+        with ctx:
+            out = self.model(
+                inputs_embeds=inputs_embeds,
+                attention_mask=attention_mask,
+                output_attentions=output_attentions,
+                use_cache=False,
+                return_dict=True,
+            )
+        return LLMOutput(hidden=out.last_hidden_state, attentions=out.attentions if output_attentions else None)
+
+    @contextlib.contextmanager
+    def _eager_attention(self):
+        """Eager attention returns post-softmax probabilities that stay in the autograd graph."""
+        if self._attn_impl == "eager":
+            yield
+            return
+        self.model.set_attn_implementation("eager")
+        try:
+            yield
+        finally:
+            self.model.set_attn_implementation(self._attn_impl)
+
+    def layer_groups(self) -> list[nn.Module]:
+        n = self.num_layers
+        for module in self.model.modules():
+            if isinstance(module, nn.ModuleList) and len(module) == n:
+                return list(module)
+        return []
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        if enable:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            self.model.gradient_checkpointing_disable()
+
+    # ---------------------------------------------------------------------------------------------- tiny
+    @classmethod
+    def tiny(cls, model_type: str = "qwen2", **kwargs: Any) -> HFCausalLM:
+        """A randomly initialised tiny model of ``model_type`` saved to a temp dir and loaded back (no download)."""
+        from notellm2_pl.testing import make_tiny_llm_checkpoint
+
+        path = make_tiny_llm_checkpoint(tempfile.mkdtemp(prefix="tiny-llm-"), model_type=model_type)
+        return cls(pretrained=path, **kwargs)

@@ -1,0 +1,110 @@
+"""Command line: ``python -m notellm2_pl <command>``.
+
+Lightning commands (``fit``, ``validate``, ``test``, ``predict``) go to :class:`NoteLLM2CLI`, a LightningCLI in
+``omegaconf+`` mode (recipes may interpolate, and command-line overrides re-resolve them). Plugins are loaded
+before parsing, so ``class_path: HFCausalLM`` works as well as the full import path.
+
+Other commands are plain functions taking ``argv``; run any of them with ``--help``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from typing import Callable
+
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+
+# name -> ("module:function", one-line help). Each function takes argv (list[str]) and returns an exit code.
+EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
+    "list": ("notellm2_pl.cli:list_plugins", "list every registered plugin and the distribution it comes from"),
+    "synth": ("notellm2_pl.synthetic:cli_main", "generate the synthetic notes benchmark"),
+    "pretrain-text": ("notellm2_pl.textprior:cli_main", "give a tiny LLM text priors (causal LM on a dataset's text)"),
+}
+
+
+def _load(target: str) -> Callable[[list[str]], int]:
+    module, _, fn = target.partition(":")
+    return getattr(importlib.import_module(module), fn)
+
+
+def list_plugins(argv: list[str]) -> int:
+    """Print every plugin: kind, name (usable as ``class_path``), target and distribution."""
+    import argparse
+
+    from notellm2_pl import registry
+
+    argparse.ArgumentParser(prog="notellm2_pl list", description=list_plugins.__doc__).parse_args(argv)
+    rows = [(i.group.split(".")[-1], i.name, i.value, i.distribution) for i in registry.infos()]
+    widths = [max(len(r[c]) for r in rows + [("group", "name", "target", "distribution")]) for c in range(4)]
+    for row in [("group", "name", "target", "distribution")] + rows:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+    return 0
+
+
+def _lightning_cli_class():
+    from lightning.pytorch.cli import LightningCLI
+
+    class NoteLLM2CLI(LightningCLI):
+        """LightningCLI for notellm2_pl: NoteLLM2Module + NoteDataModule, TensorBoard by default."""
+
+        def add_arguments_to_parser(self, parser) -> None:
+            parser.set_defaults({"trainer.logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                                                    "init_args": {"save_dir": "runs", "name": "default"}}})
+
+        def after_fit(self) -> None:
+            _print_val_metrics(self.trainer)
+
+        def after_validate(self) -> None:
+            _print_val_metrics(self.trainer)
+
+    return NoteLLM2CLI
+
+
+def _print_val_metrics(trainer) -> None:
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    if trainer.is_global_zero and metrics:
+        print("Validation (pool = val-pair notes + val_pool_extra other notes):")
+        for k in sorted(metrics):
+            print(f"  {k:<20} {metrics[k]:.4f}")
+
+
+def run_lightning(argv: list[str]) -> None:
+    """Run a LightningCLI command with plugins loaded (short class names resolve)."""
+    from notellm2_pl import registry
+    from notellm2_pl.data import NoteDataModule
+    from notellm2_pl.module import NoteLLM2Module
+
+    registry.load_all()
+    cli_cls = _lightning_cli_class()
+    cli_cls(NoteLLM2Module, NoteDataModule, args=argv, parser_kwargs={"parser_mode": "omegaconf+"},
+            save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False)
+
+
+def _usage() -> str:
+    lines = ["usage: python -m notellm2_pl <command> [--help]", "", "Lightning commands (recipes: --config FILE):"]
+    lines += [f"  {c}" for c in LIGHTNING_COMMANDS]
+    lines += ["", "Other commands:"] + [f"  {name:<16} {h}" for name, (_, h) in EXTRA_COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m notellm2_pl`` and the ``notellm2`` script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    cmd, rest = argv[0], argv[1:]
+    if cmd in EXTRA_COMMANDS:
+        return int(_load(EXTRA_COMMANDS[cmd][0])(rest) or 0)
+    if cmd in LIGHTNING_COMMANDS:
+        run_lightning(argv)
+        return 0
+    import difflib
+
+    close = difflib.get_close_matches(cmd, list(LIGHTNING_COMMANDS) + list(EXTRA_COMMANDS), n=1)
+    print(f"Unknown command {cmd!r}." + (f" Did you mean {close[0]!r}?" if close else "") + "\n\n" + _usage(),
+          file=sys.stderr)
+    return 2

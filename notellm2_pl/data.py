@@ -1,0 +1,218 @@
+"""Datasets and the LightningDataModule: pairs for training, note pools for validation, test and predict."""
+
+from __future__ import annotations
+
+import logging
+import random
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset
+
+from notellm2_pl.datasets import DataError, LoadReport, Note, OnError, Split, load_split
+from notellm2_pl.processing import NoteProcessor, collate, collate_pairs, load_image
+from notellm2_pl.prompts import Probe, TextLimits
+
+log = logging.getLogger(__name__)
+
+
+class PairDataset(Dataset):
+    """Training pairs ``(query, target)`` processed into model inputs."""
+
+    def __init__(self, pairs: list[tuple[str, str]], notes: dict[str, Note], processor: NoteProcessor) -> None:
+        self.pairs, self.notes, self.processor = pairs, notes, processor
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        q, t = self.pairs[i]
+        return self.processor(self.notes[q], train=True), self.processor(self.notes[t], train=True)
+
+
+class NoteDataset(Dataset):
+    """A list of notes (an evaluation pool); each item carries its position as ``index``."""
+
+    def __init__(self, note_ids: list[str], notes: dict[str, Note], processor: NoteProcessor) -> None:
+        self.note_ids, self.notes, self.processor = note_ids, notes, processor
+
+    def __len__(self) -> int:
+        return len(self.note_ids)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = self.processor(self.notes[self.note_ids[i]], train=False)
+        item["index"] = i
+        return item
+
+
+def collate_notes(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Collate notes and keep their pool positions."""
+    import torch
+
+    batch = collate(items)
+    batch["index"] = torch.tensor([it["index"] for it in items])
+    return batch
+
+
+def drop_bad_images(split: Split, report: LoadReport, workers: int = 8) -> None:
+    """Skip-and-count mode: remove notes whose image is missing or undecodable, and the pairs naming them."""
+    def bad(note: Note) -> bool:
+        if note.image is None:
+            return True
+        try:
+            load_image(note.image)
+            return False
+        except DataError:
+            return True
+
+    notes = list(split.notes.values())
+    with ThreadPoolExecutor(workers) as pool:
+        flags = list(pool.map(bad, notes))
+    for note, is_bad in zip(notes, flags):
+        if is_bad:
+            report.add("missing or undecodable image (note skipped)", f"{note.image} ({note.note_id})")
+            del split.notes[note.note_id]
+    for name, pairs in split.pairs.items():
+        kept = [(q, t) for q, t in pairs if q in split.notes and t in split.notes]
+        for _ in range(len(pairs) - len(kept)):
+            report.add(f"pair dropped with its note ({name})", "pairs")
+        split.pairs[name] = kept
+
+
+class NoteDataModule(L.LightningDataModule):
+    """Notes + pairs in the canonical or the official NoteLLM layout (detected from the files present).
+
+    The note format (tokenizer, image preprocessing, template) comes from the LightningModule being trained
+    (``module.note_format()``), so it is never configured twice.
+
+    Args:
+        root: Dataset directory. Point a recipe at another dataset with ``--data.root DIR``.
+        batch_size: Pairs per device per step (a step sees ``2 * batch_size`` notes per device).
+        eval_batch_size: Notes per batch at validation / test / predict.
+        num_workers: DataLoader workers.
+        on_error: ``raise`` (default) or ``skip`` (skip and count) for bad rows and bad images; pairs naming an
+            unknown note are always skipped and counted.
+        title_chars: Title characters kept.
+        content_chars: Content characters kept.
+        max_tags: Topics kept.
+        max_tokens: Token budget of the templated note before the suffix.
+        train_flip: Random horizontal flip in training (the original used it; off by default so a frozen tower's
+            features are deterministic).
+        probe: Input probe for evaluation: ``full``, ``only_image`` or ``only_text``.
+        val_pool_extra: Validation pool = the notes of the validation pairs plus this many other training notes
+            (drawn with ``seed``); recall is computed over that pool.
+        predict_split: Notes embedded by ``predict``: ``test`` (the test pool) or ``train``.
+        seed: Seed of the validation-pool draw.
+        synthetic: If set (e.g. ``{preset: demo}``) and ``root`` has no dataset, generate the synthetic benchmark
+            there first.
+    """
+
+    def __init__(
+        self,
+        root: str = "data/synthetic",
+        batch_size: int = 16,
+        eval_batch_size: int = 64,
+        num_workers: int = 0,
+        on_error: OnError = "raise",
+        title_chars: int = 20,
+        content_chars: int = 80,
+        max_tags: int = 10,
+        max_tokens: int = 140,
+        train_flip: bool = False,
+        probe: Probe = "full",
+        val_pool_extra: int = 1000,
+        predict_split: Literal["test", "train"] = "test",
+        seed: int = 42,
+        synthetic: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.limits = TextLimits(title_chars, content_chars, max_tags)
+        self.processor: NoteProcessor | None = None
+        self.splits: dict[str, Split] = {}
+        self.report = LoadReport()
+        self.val_pairs: list[tuple[str, str]] = []
+        self.val_pool_ids: list[str] = []
+
+    def prepare_data(self) -> None:
+        if self.hparams.synthetic is not None:
+            from notellm2_pl.synthetic import SyntheticConfig, ensure_dataset, preset_config
+
+            cfg = dict(self.hparams.synthetic)
+            base = preset_config(cfg.pop("preset", "demo"))
+            ensure_dataset(self.hparams.root, SyntheticConfig(**{**base.__dict__, **cfg}))
+
+    def attach(self, module: Any) -> None:
+        """Build the processor from the model's note format (done automatically in ``setup``)."""
+        hp = self.hparams
+        self.processor = NoteProcessor(module.note_format(), self.limits, hp.max_tokens, hp.probe, hp.train_flip)
+
+    def _split(self, name: str) -> Split:
+        if name not in self.splits:
+            split = load_split(self.hparams.root, name, self.hparams.on_error)
+            if self.hparams.on_error == "skip":
+                drop_bad_images(split, split.report)
+            for reason, n in split.report.counts.items():
+                self.report.counts[f"{name}: {reason}"] += n
+            self.splits[name] = split
+            if not split.pairs.get("all"):
+                raise DataError(f"The {name} split of {self.hparams.root} has no usable pairs "
+                                f"({split.report.summary()}).")
+        return self.splits[name]
+
+    def setup(self, stage: str) -> None:
+        if self.processor is None:
+            if self.trainer is None or self.trainer.lightning_module is None:
+                raise RuntimeError("NoteDataModule needs the model's note format: call dm.attach(module) first.")
+            self.attach(self.trainer.lightning_module)
+        if stage in ("fit", "validate"):
+            train = self._split("train")
+            self.val_pairs = self._split("val").pairs["all"]
+            in_val = {n for p in self.val_pairs for n in p}
+            others = sorted(set(train.notes) - in_val)
+            random.Random(self.hparams.seed).shuffle(others)
+            self.val_pool_ids = sorted(in_val) + others[: self.hparams.val_pool_extra]
+        if stage in ("test", "predict"):
+            self._split(self.hparams.predict_split if stage == "predict" else "test")
+        if self.report.counts:
+            log.warning("Data problems skipped and counted: %s", self.report.summary())
+
+    # ---------------------------------------------------------------------------------------------- loaders
+    def _loader(self, ds: Dataset, shuffle: bool, collate_fn, batch_size: int, drop_last: bool) -> DataLoader:
+        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=collate_fn, drop_last=drop_last,
+                          num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        split = self._split("train")
+        ds = PairDataset(split.pairs["all"], split.notes, self.processor)
+        # drop_last: every rank contributes the same number of notes to the gathered contrastive batch
+        return self._loader(ds, True, collate_pairs, self.hparams.batch_size, drop_last=True)
+
+    def val_dataloader(self) -> DataLoader:
+        ds = NoteDataset(self.val_pool_ids, self._split("train").notes, self.processor)
+        return self._loader(ds, False, collate_notes, self.hparams.eval_batch_size, drop_last=False)
+
+    def pool_ids(self, split: str) -> list[str]:
+        """The evaluation pool of a split: all its notes, sorted (fixes R5's set-ordered pool)."""
+        return sorted(self._split(split).notes)
+
+    def test_dataloader(self) -> DataLoader:
+        ds = NoteDataset(self.pool_ids("test"), self._split("test").notes, self.processor)
+        return self._loader(ds, False, collate_notes, self.hparams.eval_batch_size, drop_last=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        split = self.hparams.predict_split
+        ds = NoteDataset(self.pool_ids(split), self._split(split).notes, self.processor)
+        return self._loader(ds, False, collate_notes, self.hparams.eval_batch_size, drop_last=False)
+
+
+def text_lengths(notes: dict[str, Note]) -> dict[str, int]:
+    """Raw text length of every note (before truncation), for the short/long subset rule."""
+    return {k: n.raw_len for k, n in notes.items()}
+
+
+def resolve_root(root: str | Path) -> Path:
+    """Absolute dataset root."""
+    return Path(root).expanduser().resolve()

@@ -1,0 +1,62 @@
+"""In-batch contrastive loss (METHOD.md §4), a pure function of tensors. The module does the gathering."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def pair_labels(batch_size: int, offset: int = 0, device: torch.device | None = None) -> torch.Tensor:
+    """Column of each row's positive for a local batch laid out as ``[queries (b/2); targets (b/2)]``.
+
+    Row ``i`` of the local batch sits at global column ``offset + i``; its partner is ``offset + (i + b/2) % b``.
+    """
+    if batch_size % 2:
+        raise ValueError(f"A pair batch has an even number of notes, got {batch_size}.")
+    i = torch.arange(batch_size, device=device)
+    return offset + (i + batch_size // 2) % batch_size
+
+
+def contrastive_loss(
+    local: torch.Tensor,
+    candidates: torch.Tensor,
+    offset: int,
+    logit_scale: torch.Tensor,
+    local_ids: torch.Tensor | None = None,
+    candidate_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Symmetric in-batch InfoNCE of the local rows against every candidate column.
+
+    Every local note is an anchor; its partner is the positive; every other candidate note is a negative except
+    the anchor itself (masked) and, when ids are given, any other copy of the anchor's own note id (masked, so a
+    popular item repeated in the batch is never its own negative).
+
+    Args:
+        local: L2-normalised local embeddings ``(b, d)``, ``[queries; targets]``.
+        candidates: L2-normalised embeddings of the global batch ``(N, d)``; ``local == candidates[offset:offset+b]``.
+        offset: Column of the first local row in ``candidates`` (``rank * b``).
+        logit_scale: Multiplier of the cosine similarities (``exp(tau)``), a scalar tensor.
+        local_ids: Optional int64 note ids ``(b,)`` for same-note masking.
+        candidate_ids: Optional int64 note ids ``(N,)``.
+
+    Returns:
+        Mean cross-entropy over the local rows (fp32).
+    """
+    b = local.shape[0]
+    labels = pair_labels(b, offset, local.device)  # (b,)
+    rows = torch.arange(b, device=local.device)
+    logits = local.float() @ candidates.float().T  # (b, N)
+    masked = torch.zeros_like(logits, dtype=torch.bool)
+    masked[rows, offset + rows] = True
+    if local_ids is not None and candidate_ids is not None:
+        same = local_ids[:, None] == candidate_ids[None, :]  # (b, N)
+        same[rows, labels] = False
+        masked |= same
+    logits = logits.masked_fill(masked, float("-inf")) * logit_scale.float()
+    return F.cross_entropy(logits, labels)
+
+
+def micl_loss(loss_multimodal: torch.Tensor, loss_visual: torch.Tensor, weights: tuple[float, float]) -> torch.Tensor:
+    """``(w_t * L(e_m) + w_v * L(e_v)) / (w_t + w_v)``; ``weights = (w_t, w_v)``, default 9:1 (METHOD.md §3.3)."""
+    w_t, w_v = weights
+    return (w_t * loss_multimodal + w_v * loss_visual) / (w_t + w_v)

@@ -1,0 +1,204 @@
+"""The composed representation model: vision -> connector -> splice into the LLM -> read-out -> fusion -> head.
+
+Positions are tracked during splicing (fixes B11): each row's visual tokens are inserted at its own
+``image_pos``; every text position ``j`` moves to ``j + Q * (j >= image_pos)``; the multimodal read-out is the
+last non-pad token and the mICL read-out the token just before the marker, both shifted the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from notellm2_pl.interfaces import Connector, LLMBackbone, VisionEncoder
+from notellm2_pl.processing import NoteFormat
+
+ConnectorFactory = Callable[[int, int], Connector]
+
+
+class LateFusionGate(nn.Module):
+    """``out = z * h + (1 - z) * v`` with ``v = W_lf cls`` and ``z = sigmoid(W_g [h; v])`` (METHOD.md §2.6).
+
+    Args:
+        vision_dim: Width of the vision pooled feature.
+        hidden_size: LLM width.
+    """
+
+    def __init__(self, vision_dim: int, hidden_size: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(vision_dim, hidden_size, bias=False)  # W_lf
+        self.gate = nn.Linear(2 * hidden_size, hidden_size, bias=False)  # W_g
+        for lin in (self.proj, self.gate):
+            nn.init.normal_(lin.weight, std=0.02)
+
+    def forward(self, h_llm: torch.Tensor, v_img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fuse ``h_llm (B, H)`` with the raw vision feature ``v_img (B, D_v)``; returns (fused, gate z)."""
+        v = self.proj(v_img.to(self.proj.weight.dtype))
+        z = torch.sigmoid(self.gate(torch.cat([h_llm, v], dim=-1)))
+        return z * h_llm + (1 - z) * v, z
+
+
+@dataclass
+class EncoderOutput:
+    """Embeddings and read-out details for one batch of notes.
+
+    Attributes:
+        e_m: L2-normalised multimodal embedding ``(B, d)``, fp32.
+        e_v: L2-normalised visual (mICL) embedding ``(B, d)`` or None.
+        last_pos: Spliced index of the multimodal read-out token ``(B,)``.
+        pos_v: Spliced index of the mICL read-out token ``(B,)`` (-1 without mICL).
+        image_span: ``(start, end)`` spliced indices of the visual tokens ``(B, 2)`` (end exclusive).
+        gate: Late-fusion gate values for ``e_m`` ``(B, H)`` or None.
+        attentions: Per-layer attention probabilities when requested.
+    """
+
+    e_m: torch.Tensor
+    e_v: torch.Tensor | None
+    last_pos: torch.Tensor
+    pos_v: torch.Tensor
+    image_span: torch.Tensor
+    gate: torch.Tensor | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+def splice(text: torch.Tensor, mask: torch.Tensor, image_pos: torch.Tensor,
+           visual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Insert ``visual (B, Q, H)`` into ``text (B, L, H)`` at each row's ``image_pos``; returns (embeds, mask)."""
+    b, length, h = text.shape
+    q = visual.shape[1]
+    j = torch.arange(length, device=text.device)
+    new_pos = j[None, :] + q * (j[None, :] >= image_pos[:, None])  # (B, L)
+    vis_pos = image_pos[:, None] + torch.arange(q, device=text.device)[None, :]  # (B, Q)
+    out = text.new_zeros(b, length + q, h)
+    out = out.scatter(1, new_pos[..., None].expand(-1, -1, h), text)
+    out = out.scatter(1, vis_pos[..., None].expand(-1, -1, h), visual.to(text.dtype))  # (B, L+Q, H)
+    new_mask = mask.new_zeros(b, length + q).scatter(1, new_pos, mask).scatter(1, vis_pos, 1)  # (B, L+Q)
+    return out, new_mask
+
+
+def shift(pos: torch.Tensor, image_pos: torch.Tensor, q: int) -> torch.Tensor:
+    """Map unspliced token indices to spliced ones."""
+    return pos + q * (pos >= image_pos).long() * (image_pos >= 0).long()
+
+
+class NoteEncoder(nn.Module):
+    """LLM + optional vision tower + connector, with mICL and late fusion, producing note embeddings.
+
+    Args:
+        llm: The LLM backbone.
+        vision: The vision tower (None: text-only model).
+        connector: Factory ``(in_dim, out_dim) -> Connector`` (None or NoConnector: no visual tokens).
+        micl: Multimodal in-context learning (image compressed first; adds the visual embedding ``e_v``).
+        late_fusion: Gate the vision pooled feature into the embeddings.
+        embed_dim: Output dimension ``d`` of the linear head (0: no head, the raw hidden state).
+        prompt_preset: ``en`` (default) or ``zh`` (the original Chinese prompts, exactly).
+        splice_mode: ``insert`` (visual tokens between ``image_tokens``, Qwen style) or ``replace`` (visual tokens
+            replace the image placeholder, Llama style; no tag tokens).
+        image_tokens: Open/close tags around the visual tokens in insert mode.
+        marker_token: The mICL placeholder token.
+        add_special_tokens: Add missing tag/marker tokens to the vocabulary (new rows initialised to the mean).
+            If false they must already exist (e.g. ``<|vision_start|>`` in Qwen2.5 tokenizers).
+        new_token_init: ``mean`` or ``normal`` for new embedding rows.
+    """
+
+    def __init__(
+        self,
+        llm: LLMBackbone,
+        vision: VisionEncoder | None = None,
+        connector: ConnectorFactory | None = None,
+        micl: bool = True,
+        late_fusion: bool = True,
+        embed_dim: int = 64,
+        prompt_preset: Literal["en", "zh"] = "en",
+        splice_mode: Literal["insert", "replace"] = "insert",
+        image_tokens: tuple[str, str] = ("<img>", "</img>"),
+        marker_token: str = "<IMG_EMB>",
+        add_special_tokens: bool = True,
+        new_token_init: Literal["mean", "normal"] = "mean",
+    ) -> None:
+        super().__init__()
+        self.llm, self.vision = llm, vision
+        hidden = llm.hidden_size
+        self.connector = connector(vision.hidden_size, hidden) if (connector and vision) else None
+        if self.connector is not None and self.connector.num_tokens(1) == 0:
+            self.connector = None
+        self._validate(micl, late_fusion, connector)
+        self.micl, self.late_fusion, self.preset, self.splice_mode = micl, late_fusion, prompt_preset, splice_mode
+        self.gate = LateFusionGate(vision.hidden_size, hidden) if late_fusion else None
+        self.head: nn.Module = nn.Linear(hidden, embed_dim, bias=False) if embed_dim else nn.Identity()
+        if embed_dim:
+            nn.init.normal_(self.head.weight, std=0.02)
+        self._token_ids = self._ensure_tokens(image_tokens, marker_token, add_special_tokens, new_token_init)
+
+    def _validate(self, micl: bool, late_fusion: bool, connector: ConnectorFactory | None) -> None:
+        if connector is not None and self.vision is None:
+            raise ValueError("A connector needs a vision tower: set model.vision, or remove model.connector.")
+        if micl and self.connector is None:
+            raise ValueError("mICL compresses the image's visual tokens: it needs model.vision and a connector that "
+                             "produces tokens (QFormerConnector or MLPConnector). Set model.micl: false otherwise.")
+        if late_fusion and self.vision is None:
+            raise ValueError("Late fusion needs model.vision. Set model.late_fusion: false for a text-only model.")
+
+    @property
+    def variant(self) -> str:
+        return "micl" if self.micl else ("basic" if self.connector is not None else "text")
+
+    def _ensure_tokens(self, image_tokens, marker_token, add, init) -> dict[str, list[int]]:
+        wanted = list(image_tokens) if (self.connector is not None and self.splice_mode == "insert") else []
+        wanted += [marker_token] if self.micl else []
+        if not wanted:
+            return {"open": [], "close": [], "marker": []}
+        vocab = self.llm.tokenizer.get_vocab()
+        missing = [t for t in wanted if t not in vocab]
+        if missing and not add:
+            raise ValueError(f"Tokens {missing} are not in the tokenizer. Set model.add_special_tokens: true, or "
+                             f"choose tokens that exist (model.image_tokens / model.marker_token).")
+        ids = self.llm.add_tokens(wanted, init=init)
+        n_img = len(wanted) - int(self.micl)
+        return {"open": ids[:1] if n_img else [], "close": ids[1:2] if n_img else [],
+                "marker": ids[-1:] if self.micl else []}
+
+    def note_format(self) -> NoteFormat:
+        """What the data side needs to build this model's inputs."""
+        return NoteFormat(
+            tokenizer=self.llm.tokenizer,
+            image_config=self.vision.image_config if self.vision is not None else None,
+            variant=self.variant,
+            preset=self.preset,
+            image_open_ids=self._token_ids["open"],
+            image_close_ids=self._token_ids["close"],
+            marker_id=self._token_ids["marker"][0] if self._token_ids["marker"] else None,
+        )
+
+    def forward(self, batch: dict, output_attentions: bool = False) -> EncoderOutput:
+        ids, mask, image_pos = batch["input_ids"], batch["attention_mask"], batch["image_pos"]
+        text = self.llm.embed_tokens(ids)  # (B, L, H)
+        pooled, q = None, 0
+        if self.vision is not None:
+            vis = self.vision(batch["pixel_values"])
+            pooled = vis.pooled  # (B, D_v)
+            if self.connector is not None:
+                visual = self.connector(vis.tokens)  # (B, Q, H)
+                q = visual.shape[1]
+                text, mask = splice(text, mask, image_pos, visual)  # (B, L+Q, H)
+        out = self.llm(text, mask, output_attentions=output_attentions)
+        rows = torch.arange(ids.shape[0], device=ids.device)
+        last_pos = shift(batch["attention_mask"].sum(1) - 1, image_pos, q)
+        e_m, z = self._embed(out.hidden[rows, last_pos], pooled)
+        pos_v = torch.full_like(last_pos, -1)
+        e_v = None
+        if self.micl:
+            pos_v = shift(batch["marker_pos"] - 1, image_pos, q)
+            e_v, _ = self._embed(out.hidden[rows, pos_v], pooled)
+        span = torch.stack([image_pos, image_pos + q], dim=1) if q else torch.full((ids.shape[0], 2), -1)
+        return EncoderOutput(e_m, e_v, last_pos, pos_v, span.to(ids.device), z, out.attentions)
+
+    def _embed(self, h: torch.Tensor, pooled: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        z = None
+        if self.gate is not None:
+            h, z = self.gate(h, pooled)
+        return F.normalize(self.head(h).float(), dim=-1), z

@@ -1,0 +1,215 @@
+"""NoteLLM2Module: the LightningModule that trains a NoteEncoder with in-batch contrastive learning."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+
+from notellm2_pl.interfaces import LLMBackbone, VisionEncoder
+from notellm2_pl.losses import contrastive_loss, micl_loss
+from notellm2_pl.model import ConnectorFactory, EncoderOutput, NoteEncoder
+
+log = logging.getLogger(__name__)
+
+
+def lr_lambda(step: int, total: int, warmup: int, kind: str) -> float:
+    """Warmup (``linear`` or DeepSpeed-style ``log``) then linear decay to 0 at ``total`` steps."""
+    if step < warmup:
+        if kind == "log":
+            return math.log(step + 1) / math.log(warmup) if warmup > 1 else 1.0
+        return (step + 1) / warmup
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+class NoteLLM2Module(L.LightningModule):
+    """Trains a multimodal note-embedding model the NoteLLM-2 way.
+
+    Args:
+        llm: LLM backbone plugin (e.g. ``HFCausalLM``).
+        vision: Vision encoder plugin (``CLIPVision``, ``SiglipVision``, ``TimmVision``...); None for text-only.
+        connector: Connector plugin; the model supplies ``in_dim``/``out_dim``. None/``NoConnector``: no visual tokens.
+        micl: Multimodal in-context learning (METHOD.md §3).
+        late_fusion: Late-fusion gate (METHOD.md §2.6).
+        embed_dim: Output embedding size ``d`` (0: raw hidden state, for zero-shot baselines).
+        loss_weights: ``(w_t, w_v)``: weights of the losses on ``e_m`` and ``e_v`` under mICL (default 9:1).
+        tau_init: Initial value of the learnable temperature parameter; logits are scaled by ``exp(tau)``.
+        learn_tau: Train the temperature.
+        mask_same_id: Mask negatives that are another copy of the anchor's own note (off only for parity).
+        prompt_preset: ``en`` or ``zh`` (original prompts).
+        splice_mode: ``insert`` (between image tags) or ``replace`` (placeholder replaced).
+        image_tokens: Image tag tokens for insert mode.
+        marker_token: mICL marker token.
+        add_special_tokens: Add missing special tokens (mean-initialised rows).
+        new_token_init: ``mean`` or ``normal`` for new token rows.
+        freeze_vision: Freeze the vision tower (the paper's setting).
+        freeze_llm: Freeze the LLM entirely (e.g. connector-only training).
+        llm_trainable_layers: With ``freeze_llm``, leave this many top LLM layers trainable.
+        lr: Learning rate of the pretrained parts (LLM, unfrozen vision).
+        lr_new: Learning rate of the new parts (connector, gate, head, temperature); None: same as ``lr``.
+        weight_decay: AdamW weight decay.
+        no_decay_norm_bias_tau: No weight decay on norms, biases and the temperature (False: parity).
+        warmup_ratio: Fraction of steps for warmup.
+        warmup_type: ``linear`` or ``log`` (the original's DeepSpeed WarmupDecayLR shape).
+        val_ks: K values of the validation Recall@K (the first one is logged as ``val/recall``).
+    """
+
+    def __init__(
+        self,
+        llm: LLMBackbone,
+        vision: VisionEncoder | None = None,
+        connector: ConnectorFactory | None = None,
+        micl: bool = True,
+        late_fusion: bool = True,
+        embed_dim: int = 64,
+        loss_weights: tuple[float, float] = (9.0, 1.0),
+        tau_init: float = 3.0,
+        learn_tau: bool = True,
+        mask_same_id: bool = True,
+        prompt_preset: Literal["en", "zh"] = "en",
+        splice_mode: Literal["insert", "replace"] = "insert",
+        image_tokens: tuple[str, str] = ("<img>", "</img>"),
+        marker_token: str = "<IMG_EMB>",
+        add_special_tokens: bool = True,
+        new_token_init: Literal["mean", "normal"] = "mean",
+        freeze_vision: bool = True,
+        freeze_llm: bool = False,
+        llm_trainable_layers: int = 0,
+        lr: float = 3e-6,
+        lr_new: float | None = None,
+        weight_decay: float = 0.001,
+        no_decay_norm_bias_tau: bool = True,
+        warmup_ratio: float = 0.1,
+        warmup_type: Literal["linear", "log"] = "linear",
+        val_ks: tuple[int, ...] = (10, 100),
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["llm", "vision", "connector"])
+        self.hparams["llm_class"] = type(llm).__name__
+        self.hparams["vision_class"] = type(vision).__name__ if vision is not None else None
+        self.encoder = NoteEncoder(llm, vision, connector, micl, late_fusion, embed_dim, prompt_preset,
+                                   splice_mode, tuple(image_tokens), marker_token, add_special_tokens, new_token_init)
+        self.tau = nn.Parameter(torch.tensor(float(tau_init)), requires_grad=learn_tau)
+        if vision is not None and freeze_vision:
+            vision.lock()
+        if freeze_llm:
+            llm.lock(unlocked_groups=llm_trainable_layers)
+        self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    # ------------------------------------------------------------------------------------------------ forward
+    def note_format(self):
+        """The note format the data side must produce (tokenizer, image config, template...)."""
+        return self.encoder.note_format()
+
+    def forward(self, batch: dict, output_attentions: bool = False) -> EncoderOutput:
+        return self.encoder(batch, output_attentions=output_attentions)
+
+    def on_train_start(self) -> None:
+        if self.encoder.vision is not None and self.hparams.freeze_vision:
+            self.encoder.vision.eval()  # frozen tower: no dropout, deterministic features
+
+    def on_train_epoch_start(self) -> None:
+        self.on_train_start()
+
+    # ------------------------------------------------------------------------------------------------ loss
+    def _gathered_loss(self, emb: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Contrastive loss of the local rows against the global batch, gathered with gradients."""
+        if self.trainer is not None and self.trainer.world_size > 1:
+            all_emb = self.all_gather(emb, sync_grads=True).flatten(0, 1)  # (W*b, d)
+            all_ids = self.all_gather(ids).flatten(0, 1)  # (W*b,)
+            offset = self.global_rank * emb.shape[0]
+        else:
+            all_emb, all_ids, offset = emb, ids, 0
+        use_ids = self.hparams.mask_same_id
+        return contrastive_loss(emb, all_emb, offset, self.tau.exp(), ids if use_ids else None,
+                                all_ids if use_ids else None)
+
+    def compute_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Total loss and its parts for one batch of pairs laid out as ``[queries; targets]``."""
+        out = self(batch)
+        loss_m = self._gathered_loss(out.e_m, batch["note_hash"])
+        parts = {"loss_m": loss_m}
+        if out.e_v is None:
+            return loss_m, parts
+        parts["loss_v"] = self._gathered_loss(out.e_v, batch["note_hash"])
+        parts["gate_mean"] = out.gate.mean() if out.gate is not None else loss_m.new_tensor(float("nan"))
+        return micl_loss(loss_m, parts["loss_v"], tuple(self.hparams.loss_weights)), parts
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, parts = self.compute_loss(batch)
+        b = batch["input_ids"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=b)
+        self.log_dict({f"train/{k}": v for k, v in parts.items()}, batch_size=b)
+        self.log("train/logit_scale", self.tau.exp(), batch_size=b)
+        return loss
+
+    # ------------------------------------------------------------------------------------------------ eval
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        out = self(batch)
+        self._val_outputs.append((out.e_m.detach(), batch["index"]))
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_outputs:
+            return
+        emb = torch.cat([e for e, _ in self._val_outputs])
+        idx = torch.cat([i for _, i in self._val_outputs])
+        self._val_outputs.clear()
+        if self.trainer.world_size > 1:
+            emb, idx = self.all_gather(emb).flatten(0, 1), self.all_gather(idx).flatten(0, 1)
+        dm = self.trainer.datamodule
+        metrics = self._recall(emb, idx, dm.val_pool_ids, dm.val_pairs)
+        self.log_dict(metrics, sync_dist=False, rank_zero_only=False)
+
+    def _recall(self, emb: torch.Tensor, idx: torch.Tensor, pool_ids: list[str], pairs: list) -> dict[str, float]:
+        from notellm2_pl.retrieval import evaluate_pairs
+
+        order = {}
+        for e, i in zip(emb, idx.tolist()):
+            order.setdefault(i, e)  # drop the padding duplicates of a distributed sampler
+        ids = [pool_ids[i] for i in sorted(order)]
+        mat = torch.stack([order[i] for i in sorted(order)]).float().cpu().numpy()
+        res = evaluate_pairs(mat, ids, pairs, ks=tuple(self.hparams.val_ks))
+        metrics = {f"val/R@{k}": float(v) for k, v in res.recalls.items()}
+        metrics["val/recall"] = metrics[f"val/R@{self.hparams.val_ks[0]}"]
+        metrics["val/chance@" + str(self.hparams.val_ks[0])] = min(1.0, self.hparams.val_ks[0] / max(1, res.pool_size))
+        return metrics
+
+    def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        out = self(batch)
+        result = {"note_ids": batch["note_ids"], "e_m": out.e_m.float().cpu()}
+        if out.e_v is not None:
+            result["e_v"] = out.e_v.float().cpu()
+        return result
+
+    # ------------------------------------------------------------------------------------------------ optim
+    def param_groups(self) -> list[dict[str, Any]]:
+        """AdamW groups: (pretrained | new parts) x (decay | no decay)."""
+        hp = self.hparams
+        lr_new = hp.lr_new if hp.lr_new is not None else hp.lr
+        groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            pretrained = name.startswith(("encoder.llm.", "encoder.vision."))
+            no_decay = hp.no_decay_norm_bias_tau and (p.ndim < 2 or "norm" in name.lower() or name == "tau")
+            groups.setdefault((pretrained, no_decay), []).append(p)
+        return [{"params": ps, "lr": hp.lr if pre else lr_new, "weight_decay": 0.0 if nd else hp.weight_decay}
+                for (pre, nd), ps in groups.items()]
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.param_groups(), betas=(0.9, 0.999), eps=1e-8)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = int(self.hparams.warmup_ratio * total)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: lr_lambda(s, total, warmup, self.hparams.warmup_type))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def to_numpy(x: torch.Tensor) -> np.ndarray:
+    """fp32 numpy copy of a tensor."""
+    return x.detach().float().cpu().numpy()

@@ -1,0 +1,180 @@
+"""Turning notes into model inputs: tokenised prompts with tracked image-slot / marker positions, and images.
+
+The model decides the format (:class:`NoteFormat`: tokenizer, image preprocessing, template variant, splice mode);
+the data side decides the text limits and probes. The processor is the only place where the two meet.
+
+Batch keys (defined once, here): ``input_ids (B, L)``, ``attention_mask (B, L)``, ``image_pos (B,)`` (index in
+``input_ids`` where the visual tokens are inserted, -1 when none), ``marker_pos (B,)`` (index of the mICL marker
+token, -1 when none), ``pixel_values (B, 3, S, S)`` (absent for text-only models), ``note_hash (B,)`` (int64 hash of
+the note id, for same-note masking), ``note_ids`` (list of str).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from notellm2_pl.datasets import DataError, Note
+from notellm2_pl.interfaces import ImageConfig
+from notellm2_pl.prompts import Probe, TextLimits, clean_fields, render, suffix
+
+KEYS = ("input_ids", "attention_mask", "image_pos", "marker_pos", "pixel_values", "note_hash", "note_ids")
+
+
+@dataclass
+class NoteFormat:
+    """What the model needs the notes to look like (built by the module from its backbones and settings).
+
+    Attributes:
+        tokenizer: The LLM's tokenizer.
+        image_config: Vision preprocessing, or None for a model without a vision tower.
+        variant: Template variant: ``text``, ``basic`` or ``micl``.
+        preset: Prompt preset: ``en`` or ``zh`` (original prompts).
+        image_open_ids: Token ids placed before the visual tokens (insert mode), empty in replace mode.
+        image_close_ids: Token ids placed after the visual tokens.
+        marker_id: The mICL marker token id (``variant == "micl"``), else None.
+    """
+
+    tokenizer: Any
+    image_config: ImageConfig | None
+    variant: str
+    preset: str
+    image_open_ids: list[int]
+    image_close_ids: list[int]
+    marker_id: int | None
+
+
+def note_hash(note_id: str) -> int:
+    """Stable signed 63-bit hash of a note id (same across processes and runs)."""
+    return int.from_bytes(hashlib.blake2b(note_id.encode(), digest_size=8).digest(), "little") >> 1
+
+
+def build_image_transform(cfg: ImageConfig, train_flip: bool = False):
+    """Resize -> CenterCrop -> [RandomHorizontalFlip] -> tensor -> Normalize, from the encoder's ImageConfig."""
+    from torchvision.transforms import v2
+
+    interp = getattr(v2.InterpolationMode, cfg.interpolation.upper())
+    steps = [v2.ToImage(), v2.Resize(cfg.size, interpolation=interp, antialias=True), v2.CenterCrop(cfg.size)]
+    if train_flip:
+        steps.append(v2.RandomHorizontalFlip())
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(cfg.mean), list(cfg.std))]
+    return v2.Compose(steps)
+
+
+def load_image(path: str):
+    """Decode an image to RGB; a missing or undecodable file raises DataError naming it (never a blank image)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.convert("RGB")
+    except (OSError, UnidentifiedImageError, ValueError) as err:
+        raise DataError(f"Cannot read image {path}: {err}. Fix or remove the file, or pass --data.on_error skip "
+                        f"to skip (and count) notes with bad images.") from err
+
+
+class NoteProcessor:
+    """Tokenises notes into prompts with tracked positions and loads their images.
+
+    Args:
+        fmt: The model's note format.
+        limits: Character cuts.
+        max_tokens: Token budget for the templated note (the suffix is appended afterwards, never truncated).
+        probe: ``full``, ``only_image`` (empty text fields) or ``only_text`` (all-zero image in normalised space).
+        train_flip: Random horizontal flip (training only; evaluation is always deterministic).
+    """
+
+    def __init__(self, fmt: NoteFormat, limits: TextLimits = TextLimits(), max_tokens: int = 140,
+                 probe: Probe = "full", train_flip: bool = False) -> None:
+        self.fmt = fmt
+        self.limits = limits
+        self.max_tokens = max_tokens
+        self.probe = probe
+        tok = fmt.tokenizer
+        self._suffix_ids = tok(suffix(fmt.preset), add_special_tokens=False)["input_ids"]
+        self._bos = [tok.bos_token_id] if _adds_bos(tok) else []
+        self._eval_tf = build_image_transform(fmt.image_config) if fmt.image_config else None
+        self._train_tf = build_image_transform(fmt.image_config, train_flip) if fmt.image_config else None
+
+    def _encode_text(self, text: str) -> list[int]:
+        if not text:
+            return []
+        return self.fmt.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
+    def tokenize(self, note: Note) -> tuple[list[int], int, int]:
+        """Token ids of one note with the image slot and marker positions (-1 when absent)."""
+        title, tags, content = clean_fields(note.title, note.topics, note.content, self.limits, self.fmt.preset)
+        if self.probe == "only_image":
+            title = tags = content = ""
+        ids, image_pos, marker_pos = list(self._bos), -1, -1
+        for seg in render(self.fmt.variant, title, tags, content, self.fmt.preset):
+            if seg.kind == "image":
+                ids += self.fmt.image_open_ids
+                image_pos = len(ids)
+                ids += self.fmt.image_close_ids
+            elif seg.kind == "marker":
+                marker_pos = len(ids)
+                ids.append(self.fmt.marker_id)
+            else:
+                ids += self._encode_text(seg.text)
+        structural = max(image_pos + len(self.fmt.image_close_ids), marker_pos + 1)
+        if structural > self.max_tokens:
+            raise ValueError(f"max_tokens={self.max_tokens} cuts into the image block of the template "
+                             f"({structural} tokens); raise --data.max_tokens.")
+        return ids[: self.max_tokens] + self._suffix_ids, image_pos, marker_pos
+
+    def __call__(self, note: Note, train: bool = False) -> dict[str, Any]:
+        ids, image_pos, marker_pos = self.tokenize(note)
+        item: dict[str, Any] = {"input_ids": ids, "image_pos": image_pos, "marker_pos": marker_pos,
+                                "note_id": note.note_id}
+        if self.fmt.image_config is not None:
+            item["pixel_values"] = self._pixels(note, train)
+        return item
+
+    def _pixels(self, note: Note, train: bool) -> torch.Tensor:
+        size = self.fmt.image_config.size
+        if self.probe == "only_text":
+            return torch.zeros(3, size, size)
+        if note.image is None:
+            raise DataError(f"Note {note.note_id} has no image. Every note needs one image in this version; "
+                            f"drop such notes or pass --data.on_error skip.")
+        tf = self._train_tf if train else self._eval_tf
+        return tf(load_image(note.image))
+
+
+def _adds_bos(tok: Any) -> bool:
+    """Whether the tokenizer's own convention prepends BOS (Llama does, Qwen does not)."""
+    if tok.bos_token_id is None:
+        return False
+    probe = tok("a", add_special_tokens=True)["input_ids"]
+    return len(probe) > 0 and probe[0] == tok.bos_token_id
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Right-pad a list of processed notes into a batch (keys: see module docstring)."""
+    lengths = [len(it["input_ids"]) for it in items]
+    ids = torch.zeros(len(items), max(lengths), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, it in enumerate(items):
+        ids[i, : lengths[i]] = torch.tensor(it["input_ids"])
+        mask[i, : lengths[i]] = 1
+    batch: dict[str, Any] = {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "image_pos": torch.tensor([it["image_pos"] for it in items]),
+        "marker_pos": torch.tensor([it["marker_pos"] for it in items]),
+        "note_hash": torch.tensor([note_hash(it["note_id"]) for it in items], dtype=torch.long),
+        "note_ids": [it["note_id"] for it in items],
+    }
+    if "pixel_values" in items[0]:
+        batch["pixel_values"] = torch.stack([it["pixel_values"] for it in items])
+    return batch
+
+
+def collate_pairs(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
+    """Pairs -> one batch of 2B notes laid out as ``[queries..., targets...]`` (METHOD.md §4)."""
+    return collate([q for q, _ in pairs] + [t for _, t in pairs])
