@@ -1,0 +1,216 @@
+"""Tests of the synthetic notes benchmark (notellm2_pl.synthetic), on the tiny preset (seconds on 2 cores)."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from notellm2_pl.synthetic import (
+    PRESETS,
+    SyntheticConfig,
+    cli_main,
+    ensure_dataset,
+    generate,
+)
+
+TINY = PRESETS["tiny"]
+NOTE_HEADER = ["note_id", "title", "topics", "content", "image"]
+PAIR_HEADER = ["query_id", "target_id"]
+PAIR_FILES = ["pairs_train.csv", "pairs_val.csv", "pairs_test.csv", "pairs_test_shortquery.csv",
+              "pairs_test_shortgtdoc.csv", "pairs_test_longquery.csv", "pairs_test_longgtdoc.csv"]
+
+
+def _read(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        return list(reader.fieldnames or []), rows
+
+
+def _pairs(root: Path, name: str) -> list[tuple[str, str]]:
+    return [(r["query_id"], r["target_id"]) for r in _read(root / name)[1]]
+
+
+def _hashes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("synth") / "tiny"
+    stats = generate(root, TINY, num_workers=0)
+    return root, stats
+
+
+@pytest.fixture(scope="module")
+def meta(tiny: tuple[Path, dict]) -> dict[str, dict[str, str]]:
+    return {r["note_id"]: r for r in _read(tiny[0] / "notes_meta.csv")[1]}
+
+
+def test_defaults_are_frozen() -> None:
+    assert PRESETS["demo"] == SyntheticConfig()
+    d = SyntheticConfig()
+    assert (d.num_clusters, d.notes_per_cluster, d.short_text_fraction, d.image_size, d.test_fraction) == (
+        300, 10, 0.35, 96, 0.25)
+    assert (d.train_pairs_per_cluster, d.val_pairs_per_cluster, d.test_pairs_per_cluster, d.seed) == (12, 1, 4, 0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        d.seed = 1  # type: ignore[misc]
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError, match="test_pairs_per_cluster"):
+        SyntheticConfig(notes_per_cluster=6, test_pairs_per_cluster=4)
+    with pytest.raises(ValueError, match="short_text_fraction"):
+        SyntheticConfig(short_text_fraction=1.5)
+
+
+def test_reproducible_bytes_and_worker_independent(tiny: tuple[Path, dict], tmp_path: Path) -> None:
+    root, _ = tiny
+    again = tmp_path / "again"
+    generate(again, TINY, num_workers=2)  # other process count, same bytes
+    h1, h2 = _hashes(root), _hashes(again)
+    assert h1 == h2
+    assert sum(k.startswith("images/") for k in h1) == TINY.num_clusters * TINY.notes_per_cluster
+    other = tmp_path / "other"
+    generate(other, dataclasses.replace(TINY, seed=TINY.seed + 1), num_workers=0)
+    h3 = _hashes(other)
+    assert h3["notes_train.csv"] != h1["notes_train.csv"]
+    images = sorted(k for k in h1 if k.startswith("images/"))
+    assert [h3[k] for k in images] != [h1[k] for k in images]
+
+
+def test_layout_headers_and_images(tiny: tuple[Path, dict]) -> None:
+    root, stats = tiny
+    ids: dict[str, set[str]] = {}
+    for split in ("train", "test"):
+        header, rows = _read(root / f"notes_{split}.csv")
+        assert header == NOTE_HEADER
+        ids[split] = {r["note_id"] for r in rows}
+        assert len(ids[split]) == len(rows) == stats[f"notes_{split}"]
+        for r in rows:
+            assert r["image"] == f"images/{r['note_id']}.png"
+            assert r["title"]
+            assert all(t and "|" not in t for t in r["topics"].split("|")) or r["topics"] == ""
+    assert not ids["train"] & ids["test"]
+    for name in PAIR_FILES:
+        assert _read(root / name)[0] == PAIR_HEADER, name
+    for nid in list(ids["train"])[:5] + list(ids["test"])[:5]:
+        with Image.open(root / "images" / f"{nid}.png") as im:
+            assert im.format == "PNG" and im.mode == "RGB" and im.size == (TINY.image_size, TINY.image_size)
+    info = json.loads((root / "dataset.json").read_text())
+    assert info["config"] == dataclasses.asdict(TINY)
+    assert info["counts"]["pairs_test"] == len(_pairs(root, "pairs_test.csv"))
+    assert info["counts"]["notes_train"] + info["counts"]["notes_test"] == TINY.num_clusters * TINY.notes_per_cluster
+    assert not list(root.glob("*.tmp"))
+
+
+def test_pairs_valid_disjoint_and_same_cluster(tiny: tuple[Path, dict], meta: dict[str, dict[str, str]]) -> None:
+    root, stats = tiny
+    train_ids = {r["note_id"] for r in _read(root / "notes_train.csv")[1]}
+    test_ids = {r["note_id"] for r in _read(root / "notes_test.csv")[1]}
+    train, val, test = (_pairs(root, f"pairs_{s}.csv") for s in ("train", "val", "test"))
+    assert train and val and test
+    for pairs, pool in ((train, train_ids), (val, train_ids), (test, test_ids)):
+        for q, t in pairs:
+            assert q in pool and t in pool and q != t
+            assert meta[q]["cluster_id"] == meta[t]["cluster_id"]
+    unordered = {frozenset(p) for p in train}
+    assert len(unordered) == len(train)  # no duplicate training pairs
+    assert not unordered & {frozenset(p) for p in val}
+    used = [n for p in test for n in p]
+    assert len(used) == len(set(used))  # test pairs are a matching: each note once
+    train_clusters = {meta[n]["cluster_id"] for n in train_ids}
+    assert not train_clusters & {meta[n]["cluster_id"] for n in test_ids}  # disjoint clusters
+    assert stats["train_pairs_text_solvable"] > 0.5  # DESIGN.md §7 regime: most training pairs solvable by text
+
+
+def test_subsets_match_short_flags(tiny: tuple[Path, dict], meta: dict[str, dict[str, str]]) -> None:
+    root, _ = tiny
+    test = _pairs(root, "pairs_test.csv")
+    short = {n for n, r in meta.items() if r["is_short"] == "1"}
+    expected = {
+        "shortquery": [p for p in test if p[0] in short],
+        "shortgtdoc": [p for p in test if p[1] in short],
+        "longquery": [p for p in test if p[0] not in short],
+        "longgtdoc": [p for p in test if p[1] not in short],
+    }
+    for name, pairs in expected.items():
+        assert _pairs(root, f"pairs_test_{name}.csv") == pairs, name
+    assert expected["shortquery"] and expected["longquery"]
+    assert len(short) == round(TINY.short_text_fraction * len(meta))
+
+
+def test_short_text_never_names_the_product(tiny: tuple[Path, dict], meta: dict[str, dict[str, str]]) -> None:
+    root, stats = tiny
+    all_name_words = {w.lower() for r in meta.values() for w in r["product_name"].split()}
+    categories = {r["category"] for r in meta.values()}
+    notes = _read(root / "notes_train.csv")[1] + _read(root / "notes_test.csv")[1]
+    n_long_named = 0
+    for r in notes:
+        m = meta[r["note_id"]]
+        words = set(re.findall(r"[a-z0-9']+", f"{r['title']} {r['topics'].replace('|', ' ')} {r['content']}".lower()))
+        if m["is_short"] == "1":
+            assert not words & all_name_words, r
+            assert not words & categories, r
+            assert len(r["title"]) + len(r["topics"]) + len(r["content"]) <= stats["short_max_chars"]
+        else:
+            mentioned = set(m["mentioned_words"].split())
+            assert mentioned and mentioned <= words
+            assert m["category"] in words
+            assert len(r["title"]) + len(r["topics"]) + len(r["content"]) > stats["short_max_chars"]
+            n_long_named += mentioned == {w.lower() for w in m["product_name"].split()}
+    assert n_long_named > 0
+
+
+def test_refuses_reuse_and_detects_interrupted_run(tmp_path: Path) -> None:
+    cfg = dataclasses.replace(TINY, num_clusters=4, notes_per_cluster=4, test_pairs_per_cluster=1,
+                              train_pairs_per_cluster=2, image_size=32)
+    root = tmp_path / "d"
+    generate(root, cfg)
+    with pytest.raises(FileExistsError, match="overwrite"):
+        generate(root, cfg)
+    (root / "dataset.json").unlink()  # what an interrupted run leaves behind
+    with pytest.raises(FileExistsError, match="no dataset.json"):
+        generate(root, cfg)
+    with pytest.raises(FileExistsError, match="no dataset.json"):
+        ensure_dataset(root, cfg)
+    generate(root, dataclasses.replace(cfg, num_clusters=3), overwrite=True)
+    assert len(list((root / "images").iterdir())) == 3 * 4  # stale images of the old run are gone
+    assert (root / "dataset.json").exists()
+
+
+def test_ensure_dataset(tmp_path: Path) -> None:
+    cfg = dataclasses.replace(TINY, num_clusters=4, notes_per_cluster=4, test_pairs_per_cluster=1,
+                              train_pairs_per_cluster=2, image_size=32)
+    root = tmp_path / "e"
+    assert ensure_dataset(root, cfg) == root
+    stamp = (root / "dataset.json").stat().st_mtime_ns
+    assert ensure_dataset(str(root), cfg) == root
+    assert (root / "dataset.json").stat().st_mtime_ns == stamp  # not regenerated
+    with pytest.raises(ValueError, match=r"seed.*different --out or --overwrite"):
+        ensure_dataset(root, dataclasses.replace(cfg, seed=5))
+
+
+def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cli"
+    argv = ["--out", str(out), "--preset", "tiny", "--num-clusters", "5", "--image-size", "32", "--seed", "3"]
+    assert cli_main(argv) == 0
+    info = json.loads((out / "dataset.json").read_text())
+    assert info["config"]["num_clusters"] == 5 and info["config"]["seed"] == 3
+    assert cli_main(argv) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert cli_main([*argv, "--overwrite"]) == 0
+    assert cli_main(["--out", str(tmp_path / "bad"), "--short-text-fraction", "2"]) == 2
+    with pytest.raises(SystemExit) as e:
+        cli_main(["--help"])
+    assert e.value.code == 0
+    helptext = capsys.readouterr().out
+    assert "--num-clusters" in helptext and "--short-text-fraction" in helptext and "demo" in helptext
