@@ -111,7 +111,7 @@ def rank_targets(
     pool_emb: np.ndarray,
     pool_indices: np.ndarray | Sequence[int] | None = None,
     *,
-    query_chunk_size: int = 256,
+    query_chunk_size: int = 1024,
     pool_chunk_size: int = 8192,
     tie_tol: float = 1e-6,
 ) -> np.ndarray:
@@ -172,26 +172,40 @@ def rank_targets(
     ranks = np.zeros(num_q, dtype=np.int64)
     if num_q == 0 or pool_size == 0:
         return ranks
-    # Threshold per query: target score + tolerance, computed once in float32.
-    thr = np.einsum("qd,qd->q", q, e[t_idx]).astype(np.float32) + np.float32(tie_tol)  # (Q,)
+    import torch  # local: the output helpers of this module do not need it
 
+    tq = torch.from_numpy(q)  # (Q, d), shares memory
+    te = torch.from_numpy(e)  # (N, d), shares memory
     qc = min(query_chunk_size, num_q)
     pc = min(pool_chunk_size, pool_size)
-    score_buf = np.empty((qc, pc), dtype=np.float32)
-    mask_buf = np.empty((qc, pc), dtype=bool)
+
+    # Target scores through the same GEMM path as the pool scores (the diagonal of a query-chunk x target-chunk
+    # block), so that an exact duplicate of the target usually gets a bit-identical score; tie_tol covers the rest.
+    thr = np.empty(num_q, dtype=np.float32)  # (Q,)
+    t_idx_t = torch.from_numpy(t_idx)
+    for q0 in range(0, num_q, qc):
+        q1 = min(q0 + qc, num_q)
+        block = torch.mm(tq[q0:q1], te.index_select(0, t_idx_t[q0:q1]).T)  # (b, b)
+        thr[q0:q1] = block.diagonal().numpy()
+    thr += np.float32(tie_tol)
+
+    score_flat = torch.empty(qc * pc, dtype=torch.float32)
+    mask_flat = np.empty(qc * pc, dtype=np.uint8)
+    pool_idx_t = None if pool_idx is None else torch.from_numpy(pool_idx)
     for p0 in range(0, pool_size, pc):
         p1 = min(p0 + pc, pool_size)
-        chunk = e[p0:p1] if pool_idx is None else e[pool_idx[p0:p1]]  # (pc, d)
-        chunk_t = np.ascontiguousarray(chunk.T)  # (d, pc)
         m = p1 - p0
+        chunk = te[p0:p1] if pool_idx_t is None else te.index_select(0, pool_idx_t[p0:p1])  # (m, d)
+        chunk_t = chunk.T  # (d, m) view: GEMM reads the row-major chunk as transposed, no copy
         for q0 in range(0, num_q, qc):
             q1 = min(q0 + qc, num_q)
             b = q1 - q0
-            scores = score_buf[:b, :m]
-            np.matmul(q[q0:q1], chunk_t, out=scores)  # (b, m)
-            higher = mask_buf[:b, :m]
-            np.greater(scores, thr[q0:q1, None], out=higher)  # (b, m)
-            ranks[q0:q1] += np.count_nonzero(higher, axis=1)
+            scores_t = score_flat[: b * m].view(b, m)  # contiguous (b, m)
+            torch.mm(tq[q0:q1], chunk_t, out=scores_t)
+            scores = scores_t.numpy()  # (b, m), same memory
+            higher = mask_flat[: b * m].reshape(b, m)  # (b, m) 0/1
+            np.greater(scores, thr[q0:q1, None], out=higher.view(bool))
+            ranks[q0:q1] += np.add.reduce(higher, axis=1, dtype=np.int32)
             # Never count a target against itself (its column may round above its own threshold if tie_tol=0).
             local = t_pos[q0:q1] - p0  # (b,)
             rows = np.flatnonzero((local >= 0) & (local < m))
@@ -335,7 +349,7 @@ def evaluate_pairs(
     pairs: Sequence[Pair],
     ks: Sequence[int] = DEFAULT_KS,
     *,
-    query_chunk_size: int = 256,
+    query_chunk_size: int = 1024,
     pool_chunk_size: int = 8192,
     tie_tol: float = 1e-6,
 ) -> EvalResult:
@@ -368,7 +382,7 @@ def evaluate_subsets(
     pair_sets: Mapping[str, Sequence[Pair]],
     ks: Sequence[int] = DEFAULT_KS,
     *,
-    query_chunk_size: int = 256,
+    query_chunk_size: int = 1024,
     pool_chunk_size: int = 8192,
     tie_tol: float = 1e-6,
 ) -> dict[str, EvalResult]:

@@ -122,13 +122,27 @@ def test_rank_targets_ties_count_for_the_target() -> None:
     assert ((s == st[:, None]).sum(1) > 1).any(), "test data should contain ties"
 
 
+def test_rank_targets_duplicates_of_target_random() -> None:
+    rng = np.random.default_rng(11)
+    n, d, nq = 1500, 64, 80
+    e = _unit(rng, n, d)
+    q_rows, t_rows = np.arange(nq), np.arange(nq, 2 * nq)
+    e[2 * nq : 3 * nq] = e[t_rows]  # one exact duplicate of every target, somewhere in the pool
+    e[3 * nq : 4 * nq] = e[t_rows]  # and a second one
+    pool = np.arange(nq, n)
+    for qc, pc in [(256, 8192), (7, 33), (1, 1000)]:
+        ours = rank_targets(e[q_rows], t_rows, e, pool, query_chunk_size=qc, pool_chunk_size=pc)
+        # float64 reference: duplicates score exactly the target's score, so they never count.
+        assert np.array_equal(ours, _brute_ranks(e[q_rows], t_rows, e, pool, tol=1e-6))
+
+
 def test_rank_targets_chunking_invariant() -> None:
     rng = np.random.default_rng(4)
     e = _unit(rng, 1000, 24)
     q_rows, t_rows = np.arange(50), np.arange(50, 100)
     pool = np.arange(50, 1000)
     base = rank_targets(e[q_rows], t_rows, e, pool, query_chunk_size=10_000, pool_chunk_size=10_000)
-    for qc, pc in [(1, 1), (3, 17), (50, 950), (64, 128), (7, 999)]:
+    for qc, pc in [(1, 950), (50, 1), (3, 17), (64, 128), (7, 999)]:
         got = rank_targets(e[q_rows], t_rows, e, pool, query_chunk_size=qc, pool_chunk_size=pc)
         assert np.array_equal(got, base), (qc, pc)
 
