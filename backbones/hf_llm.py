@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from notellm2_pl.interfaces import LLMBackbone, LLMOutput
+from notellm2_pl.interfaces import LLMBackbone, LLMOutput, find_layer_list
 
 log = logging.getLogger(__name__)
 
@@ -131,11 +131,7 @@ class HFCausalLM(LLMBackbone):
             self.model.set_attn_implementation(self._attn_impl)
 
     def layer_groups(self) -> list[nn.Module]:
-        n = self.num_layers
-        for module in self.model.modules():
-            if isinstance(module, nn.ModuleList) and len(module) == n:
-                return list(module)
-        return []
+        return find_layer_list(self.model, self.num_layers)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         if enable:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from notellm2_pl.interfaces import ImageConfig, VisionEncoder, VisionOutput
+from notellm2_pl.interfaces import ImageConfig, VisionEncoder, VisionOutput, find_layer_list
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class _HFVisionTower(VisionEncoder):
         raise NotImplementedError
 
     def layer_groups(self) -> list[nn.Module]:
-        return list(self.model.vision_model.encoder.layers)
+        return find_layer_list(self.model, int(self.model.config.num_hidden_layers))
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         if enable:

@@ -48,8 +48,9 @@ class TimmVision(VisionEncoder):
         self.select = select
         self.model = timm.create_model(model_name, pretrained=pretrained, num_classes=0, **kwargs)
         cfg = timm.data.resolve_data_config({}, model=self.model)
+        fixed = getattr(getattr(self.model, "patch_embed", None), "img_size", None)  # ViTs built at another size
         self._image_config = ImageConfig(
-            size=int(cfg["input_size"][-1]),
+            size=int(fixed[-1]) if fixed else int(cfg["input_size"][-1]),
             mean=tuple(float(x) for x in cfg["mean"]),
             std=tuple(float(x) for x in cfg["std"]),
             interpolation=str(cfg.get("interpolation", "bicubic")),

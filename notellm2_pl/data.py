@@ -138,11 +138,13 @@ class NoteDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         if self.hparams.synthetic is not None:
-            from notellm2_pl.synthetic import SyntheticConfig, ensure_dataset, preset_config
+            import dataclasses
+
+            from notellm2_pl.synthetic import PRESETS, ensure_dataset
 
             cfg = dict(self.hparams.synthetic)
-            base = preset_config(cfg.pop("preset", "demo"))
-            ensure_dataset(self.hparams.root, SyntheticConfig(**{**base.__dict__, **cfg}))
+            base = PRESETS[cfg.pop("preset", "demo")]
+            ensure_dataset(self.hparams.root, dataclasses.replace(base, **cfg))
 
     def attach(self, module: Any) -> None:
         """Build the processor from the model's note format (done automatically in ``setup``)."""

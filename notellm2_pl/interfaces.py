@@ -76,9 +76,8 @@ class _Lockable(nn.Module):
         """
         for p in self.parameters():
             p.requires_grad_(False)
-        groups = self.layer_groups()
         if unlocked_groups > 0:
-            for block in groups[-unlocked_groups:]:
+            for block in self.layer_groups()[-unlocked_groups:]:
                 for name, p in block.named_parameters():
                     if freeze_norm and "norm" in name.lower():
                         continue
@@ -90,6 +89,18 @@ class _Lockable(nn.Module):
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Enable non-reentrant activation checkpointing where the underlying library supports it."""
+
+
+def find_layer_list(module: nn.Module, num_layers: int) -> list[nn.Module]:
+    """The first ``nn.ModuleList`` of length ``num_layers`` inside ``module`` (the layer stack), else ``[]``.
+
+    Lets plugins implement ``layer_groups`` without naming library-internal attribute paths that change between
+    library versions.
+    """
+    for child in module.modules():
+        if isinstance(child, nn.ModuleList) and len(child) == num_layers:
+            return list(child)
+    return []
 
 
 class LLMBackbone(_Lockable, abc.ABC):

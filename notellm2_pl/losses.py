@@ -52,7 +52,8 @@ def contrastive_loss(
         same = local_ids[:, None] == candidate_ids[None, :]  # (b, N)
         same[rows, labels] = False
         masked |= same
-    logits = logits.masked_fill(masked, float("-inf")) * logit_scale.float()
+    # scale first: -inf * d(scale) in the backward would be NaN
+    logits = (logits * logit_scale.float()).masked_fill(masked, float("-inf"))
     return F.cross_entropy(logits, labels)
 
 

@@ -92,8 +92,9 @@ def get(kind: str, name: str) -> type:
     table = _scan()[group]
     if name not in table:
         known = sorted(table)
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        lower = {k.lower(): k for k in known}
+        close = difflib.get_close_matches(name.lower(), list(lower), n=1)
+        hint = f" Did you mean {lower[close[0]]!r}?" if close else ""
         raise PluginError(
             f"No plugin named {name!r} in {group!r}.{hint} Registered: {', '.join(known) or '(none)'}. "
             f"Run `python -m notellm2_pl list` to see every plugin and its distribution."
