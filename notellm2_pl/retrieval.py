@@ -13,8 +13,11 @@ Everything here is a pure function of arrays and id lists; no model is involved.
 Tie rule: a pool note j counts against the target t of query q only if ``s(q, j) > s(q, t) + tie_tol``.
 Notes that score the same as the target (within ``tie_tol``, default ``1e-6``) rank *behind* it, so a
 duplicate of the target never costs a hit. The tolerance absorbs float32 rounding: the same dot product
-computed by two BLAS code paths can differ by a few ulps, which would otherwise make ties depend on chunking.
-The target's own row is always excluded by index, so even ``tie_tol=0`` never counts the target against itself.
+computed by two BLAS code paths can differ by a few ulps (measured up to ~2e-7 for unit vectors), which would
+otherwise make ties depend on chunking. Target scores are computed through the same GEMM path as pool scores, so
+exact duplicates usually tie bit for bit even with ``tie_tol=0``; the target's own row is always excluded by index.
+Cost of the tolerance: on a 1M-note pool at d=64, about 13 % of queries have one pool note scoring within 1e-6
+above their target, which then ranks one place better than under a strict float32 sort.
 
 Subsets (METHOD.md §6.3): each subset pair list is evaluated by the same protocol, with its own accepted
 queries removed from the pool. When the dataset ships no subset files, :func:`derive_subsets` builds them
