@@ -105,6 +105,9 @@ class NoteDataModule(L.LightningDataModule):
             (drawn with ``seed``); recall is computed over that pool.
         predict_split: Notes embedded by ``predict``: ``test`` (the test pool) or ``train``.
         seed: Seed of the validation-pool draw.
+        short_max_chars: Without subset files, a query/target is short when its raw text (title + topics +
+            content, before truncation) has at most this many characters.
+        long_min_chars: ... and long when it has at least this many.
         synthetic: If set (e.g. ``{preset: demo}``) and ``root`` has no dataset, generate the synthetic benchmark
             there first.
     """
@@ -125,6 +128,8 @@ class NoteDataModule(L.LightningDataModule):
         val_pool_extra: int = 1000,
         predict_split: Literal["test", "train"] = "test",
         seed: int = 42,
+        short_max_chars: int = 30,
+        long_min_chars: int = 100,
         synthetic: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -149,6 +154,9 @@ class NoteDataModule(L.LightningDataModule):
     def attach(self, module: Any) -> None:
         """Build the processor from the model's note format (done automatically in ``setup``)."""
         hp = self.hparams
+        if hp.train_flip and getattr(module.hparams, "feature_cache", False):
+            raise ValueError("The vision feature cache needs deterministic training transforms: set "
+                             "--data.train_flip false, or --model.feature_cache false.")
         self.processor = NoteProcessor(module.note_format(), self.limits, hp.max_tokens, hp.probe, hp.train_flip)
 
     def _split(self, name: str) -> Split:
@@ -199,6 +207,17 @@ class NoteDataModule(L.LightningDataModule):
     def pool_ids(self, split: str) -> list[str]:
         """The evaluation pool of a split: all its notes, sorted (fixes R5's set-ordered pool)."""
         return sorted(self._split(split).notes)
+
+    def test_pair_sets(self) -> dict[str, list[tuple[str, str]]]:
+        """Pair sets of the test split: ``all`` plus the subset files, or subsets derived from raw text length."""
+        from notellm2_pl.retrieval import derive_subsets
+
+        split = self._split("test")
+        if len(split.pairs) > 1:
+            return dict(split.pairs)
+        hp = self.hparams
+        derived = derive_subsets(split.pairs["all"], text_lengths(split.notes), hp.short_max_chars, hp.long_min_chars)
+        return {"all": split.pairs["all"], **derived}
 
     def test_dataloader(self) -> DataLoader:
         ds = NoteDataset(self.pool_ids("test"), self._split("test").notes, self.processor)

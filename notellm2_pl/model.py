@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from notellm2_pl.feature_cache import VisionFeatureCache
 from notellm2_pl.interfaces import Connector, LLMBackbone, VisionEncoder
 from notellm2_pl.processing import NoteFormat
 
@@ -103,6 +104,7 @@ class NoteEncoder(nn.Module):
         add_special_tokens: Add missing tag/marker tokens to the vocabulary (new rows initialised to the mean).
             If false they must already exist (e.g. ``<|vision_start|>`` in Qwen2.5 tokenizers).
         new_token_init: ``mean`` or ``normal`` for new embedding rows.
+        feature_cache: Cache the frozen vision tower's features in memory (see ``feature_cache.py``).
     """
 
     def __init__(
@@ -119,8 +121,10 @@ class NoteEncoder(nn.Module):
         marker_token: str = "<IMG_EMB>",
         add_special_tokens: bool = True,
         new_token_init: Literal["mean", "normal"] = "mean",
+        feature_cache: bool = False,
     ) -> None:
         super().__init__()
+        self.feature_cache = VisionFeatureCache() if feature_cache else None
         self.llm, self.vision = llm, vision
         hidden = llm.hidden_size
         self.connector = connector(vision.hidden_size, hidden) if (connector and vision) else None
@@ -179,7 +183,8 @@ class NoteEncoder(nn.Module):
         text = self.llm.embed_tokens(ids)  # (B, L, H)
         pooled, q = None, 0
         if self.vision is not None:
-            vis = self.vision(batch["pixel_values"])
+            px = batch["pixel_values"]
+            vis = self.feature_cache(self.vision, px) if self.feature_cache is not None else self.vision(px)
             pooled = vis.pooled  # (B, D_v)
             if self.connector is not None:
                 visual = self.connector(vis.tokens)  # (B, Q, H)

@@ -57,6 +57,9 @@ class NoteLLM2Module(L.LightningModule):
         warmup_ratio: Fraction of steps for warmup.
         warmup_type: ``linear`` or ``log`` (the original's DeepSpeed WarmupDecayLR shape).
         val_ks: K values of the validation Recall@K (the first one is logged as ``val/recall``).
+        test_ks: K values of the test Recall@K (on all pair files of the test split).
+        feature_cache: Cache the frozen vision tower's features in memory, so later epochs skip the tower. Needs a
+            frozen tower and deterministic transforms (``--data.train_flip false``).
     """
 
     def __init__(
@@ -87,13 +90,18 @@ class NoteLLM2Module(L.LightningModule):
         warmup_ratio: float = 0.1,
         warmup_type: Literal["linear", "log"] = "linear",
         val_ks: tuple[int, ...] = (10, 100),
+        test_ks: tuple[int, ...] = (10, 20, 50, 100, 1000),
+        feature_cache: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["llm", "vision", "connector"])
         self.hparams["llm_class"] = type(llm).__name__
         self.hparams["vision_class"] = type(vision).__name__ if vision is not None else None
         self.encoder = NoteEncoder(llm, vision, connector, micl, late_fusion, embed_dim, prompt_preset,
-                                   splice_mode, tuple(image_tokens), marker_token, add_special_tokens, new_token_init)
+                                   splice_mode, tuple(image_tokens), marker_token, add_special_tokens, new_token_init,
+                                   feature_cache and vision is not None)
+        if feature_cache and not freeze_vision:
+            raise ValueError("model.feature_cache needs a frozen vision tower: set model.freeze_vision true.")
         self.tau = nn.Parameter(torch.tensor(float(tau_init)), requires_grad=learn_tau)
         if vision is not None and freeze_vision:
             vision.lock()
@@ -119,7 +127,7 @@ class NoteLLM2Module(L.LightningModule):
     # ------------------------------------------------------------------------------------------------ loss
     def _gathered_loss(self, emb: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """Contrastive loss of the local rows against the global batch, gathered with gradients."""
-        if self.trainer is not None and self.trainer.world_size > 1:
+        if self._trainer is not None and self._trainer.world_size > 1:
             all_emb = self.all_gather(emb, sync_grads=True).flatten(0, 1)  # (W*b, d)
             all_ids = self.all_gather(ids).flatten(0, 1)  # (W*b,)
             offset = self.global_rank * emb.shape[0]
@@ -156,23 +164,49 @@ class NoteLLM2Module(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if not self._val_outputs:
             return
+        emb, idx = self._collect_outputs()
+        dm = self.trainer.datamodule
+        metrics = self._recall(emb, idx, dm.val_pool_ids, dm.val_pairs)
+        self.log_dict(metrics, sync_dist=False, rank_zero_only=False)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self.validation_step(batch, batch_idx)
+
+    def on_test_epoch_end(self) -> None:
+        """Recall@K over every pair file of the test split (all + subsets), pool = all test notes."""
+        from notellm2_pl.retrieval import evaluate_subsets, format_table
+
+        emb, idx = self._collect_outputs()
+        dm = self.trainer.datamodule
+        ids, mat = self._dedupe(emb, idx, dm.pool_ids("test"))
+        results = evaluate_subsets(mat, ids, dm.test_pair_sets(), ks=tuple(self.hparams.test_ks))
+        self.test_results = results
+        for subset, res in results.items():
+            self.log_dict({f"test/{subset}/R@{k}": float(v) for k, v in res.recalls.items()}, rank_zero_only=True)
+        if self.trainer.is_global_zero:
+            print(format_table(results))
+
+    def _collect_outputs(self) -> tuple[torch.Tensor, torch.Tensor]:
         emb = torch.cat([e for e, _ in self._val_outputs])
         idx = torch.cat([i for _, i in self._val_outputs])
         self._val_outputs.clear()
         if self.trainer.world_size > 1:
             emb, idx = self.all_gather(emb).flatten(0, 1), self.all_gather(idx).flatten(0, 1)
-        dm = self.trainer.datamodule
-        metrics = self._recall(emb, idx, dm.val_pool_ids, dm.val_pairs)
-        self.log_dict(metrics, sync_dist=False, rank_zero_only=False)
+        return emb, idx
+
+    @staticmethod
+    def _dedupe(emb: torch.Tensor, idx: torch.Tensor, pool_ids: list[str]) -> tuple[list[str], np.ndarray]:
+        """Order rows by pool position, dropping the padding duplicates of a distributed sampler."""
+        order: dict[int, torch.Tensor] = {}
+        for e, i in zip(emb, idx.tolist()):
+            order.setdefault(i, e)
+        keys = sorted(order)
+        return [pool_ids[i] for i in keys], torch.stack([order[i] for i in keys]).float().cpu().numpy()
 
     def _recall(self, emb: torch.Tensor, idx: torch.Tensor, pool_ids: list[str], pairs: list) -> dict[str, float]:
         from notellm2_pl.retrieval import evaluate_pairs
 
-        order = {}
-        for e, i in zip(emb, idx.tolist()):
-            order.setdefault(i, e)  # drop the padding duplicates of a distributed sampler
-        ids = [pool_ids[i] for i in sorted(order)]
-        mat = torch.stack([order[i] for i in sorted(order)]).float().cpu().numpy()
+        ids, mat = self._dedupe(emb, idx, pool_ids)
         res = evaluate_pairs(mat, ids, pairs, ks=tuple(self.hparams.val_ks))
         metrics = {f"val/R@{k}": float(v) for k, v in res.recalls.items()}
         metrics["val/recall"] = metrics[f"val/R@{self.hparams.val_ks[0]}"]
@@ -209,7 +243,3 @@ class NoteLLM2Module(L.LightningModule):
             opt, lambda s: lr_lambda(s, total, warmup, self.hparams.warmup_type))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
-
-def to_numpy(x: torch.Tensor) -> np.ndarray:
-    """fp32 numpy copy of a tensor."""
-    return x.detach().float().cpu().numpy()

@@ -1,0 +1,139 @@
+"""Splicing, read-out positions (basic and mICL), late fusion and the head on tiny real backbones."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import torch
+
+from notellm2_pl.datasets import Note
+from notellm2_pl.model import LateFusionGate, NoteEncoder, splice
+from notellm2_pl.processing import NoteProcessor, collate
+
+
+@pytest.fixture(scope="module")
+def backbones(tiny_ckpts):
+    from notellm2_pl_backbones.hf_llm import HFCausalLM
+    from notellm2_pl_backbones.hf_vision import CLIPVision
+
+    return lambda kind="qwen2": (HFCausalLM(tiny_ckpts[kind]), CLIPVision(tiny_ckpts["clip"]))
+
+
+def _notes(image_dir, n=4):
+    return [Note(f"n{i}", "title " * (i + 1), ["tag"] * i, "word " * (3 * i), str(image_dir / f"img{i % 4}.png"))
+            for i in range(n)]
+
+
+def _encoder(backbones, connector, micl, late_fusion=False, kind="qwen2", splice_mode="insert"):
+    llm, vision = backbones(kind)
+    enc = NoteEncoder(llm, vision, connector, micl=micl, late_fusion=late_fusion, embed_dim=0, splice_mode=splice_mode)
+    return enc.eval()
+
+
+def _manual_rows(enc, batch, proc_items):
+    """Build each row's spliced sequence by hand (no padding) and run the LLM on it alone."""
+    vis = enc.vision(batch["pixel_values"])
+    visual = enc.connector(vis.tokens)
+    rows = []
+    for i, item in enumerate(proc_items):
+        ids = torch.tensor(item["input_ids"])
+        emb = enc.llm.embed_tokens(ids[None])[0]
+        p = item["image_pos"]
+        seq = torch.cat([emb[:p], visual[i], emb[p:]])  # (L+Q, H)
+        hidden = enc.llm(seq[None], torch.ones(1, seq.shape[0], dtype=torch.long)).hidden[0]
+        rows.append((hidden, p, visual.shape[1], item))
+    return rows
+
+
+@pytest.mark.parametrize("num_tokens", [1, 3, 7])
+@pytest.mark.parametrize("micl", [False, True])
+def test_splice_positions_match_per_row_construction(backbones, image_dir, num_tokens, micl):
+    from notellm2_pl_backbones.connectors import MLPConnector
+
+    enc = _encoder(backbones, partial(MLPConnector, num_tokens_out=num_tokens), micl)
+    proc = NoteProcessor(enc.note_format())
+    items = [proc(n) for n in _notes(image_dir)]
+    batch = collate(items)
+    assert len(set(len(it["input_ids"]) for it in items)) > 1  # varying text lengths -> right padding
+    with torch.no_grad():
+        out = enc(batch)
+        for i, (hidden, p, q, item) in enumerate(_manual_rows(enc, batch, items)):
+            n = len(item["input_ids"])
+            assert int(out.last_pos[i]) == n - 1 + q
+            torch.testing.assert_close(out.e_m[i], torch.nn.functional.normalize(hidden[n - 1 + q], dim=-1),
+                                       atol=1e-5, rtol=1e-4)
+            assert out.image_span[i].tolist() == [p, p + q]
+            if micl:
+                k = item["marker_pos"]
+                assert item["input_ids"][k] == enc.note_format().marker_id
+                assert int(out.pos_v[i]) == k - 1 + q
+                torch.testing.assert_close(out.e_v[i], torch.nn.functional.normalize(hidden[k - 1 + q], dim=-1),
+                                           atol=1e-5, rtol=1e-4)
+
+
+def test_replace_mode_llama_adds_no_image_tags(backbones, image_dir):
+    from notellm2_pl_backbones.connectors import QFormerConnector
+
+    conn = partial(QFormerConnector, num_query_tokens=4, num_layers=2, hidden_size=32, num_heads=2,
+                   intermediate_size=64)
+    enc = _encoder(backbones, conn, micl=True, kind="llama", splice_mode="replace")
+    fmt = enc.note_format()
+    assert fmt.image_open_ids == [] and fmt.image_close_ids == [] and fmt.marker_id is not None
+    ids, image_pos, marker_pos = NoteProcessor(fmt).tokenize(_notes(image_dir)[0])
+    assert ids[0] == fmt.tokenizer.bos_token_id  # the Llama-style tokenizer keeps its BOS
+    assert 0 < image_pos < marker_pos
+
+
+def test_new_tokens_are_mean_initialised(backbones):
+    from notellm2_pl_backbones.connectors import MLPConnector
+
+    llm, vision = backbones()
+    before = llm.model.get_input_embeddings().weight.detach().clone()
+    enc = NoteEncoder(llm, vision, partial(MLPConnector, num_tokens_out=2), micl=True, late_fusion=True)
+    weight = enc.llm.model.get_input_embeddings().weight
+    fmt = enc.note_format()
+    for tid in fmt.image_open_ids + fmt.image_close_ids + [fmt.marker_id]:
+        torch.testing.assert_close(weight[tid], before.mean(0))
+
+
+def test_gate_formula():
+    torch.manual_seed(0)
+    gate = LateFusionGate(vision_dim=3, hidden_size=4)
+    h, cls = torch.randn(2, 4), torch.randn(2, 3)
+    out, z = gate(h, cls)
+    v = cls @ gate.proj.weight.T
+    z_ref = torch.sigmoid(torch.cat([h, v], -1) @ gate.gate.weight.T)
+    torch.testing.assert_close(z, z_ref)
+    torch.testing.assert_close(out, z_ref * h + (1 - z_ref) * v)
+    assert gate.proj.bias is None and gate.gate.bias is None
+
+
+def test_splice_function_keeps_mask_and_order():
+    text = torch.arange(2 * 4, dtype=torch.float).view(2, 4, 1)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
+    visual = torch.full((2, 2, 1), -1.0)
+    out, m = splice(text, mask, torch.tensor([1, 3]), visual)
+    assert out[0, :, 0].tolist() == [0, -1, -1, 1, 2, 3]
+    assert out[1, :, 0].tolist() == [4, 5, 6, -1, -1, 7]
+    assert m.tolist() == [[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1]]
+
+
+def test_invalid_combinations_say_what_to_set(backbones):
+    llm, vision = backbones()
+    with pytest.raises(ValueError, match="model.micl: false"):
+        NoteEncoder(llm, vision, None, micl=True, late_fusion=True)
+    with pytest.raises(ValueError, match="late_fusion: false"):
+        NoteEncoder(llm, None, None, micl=False, late_fusion=True)
+
+
+def test_late_fusion_only_uses_text_template(backbones, image_dir):
+    from notellm2_pl_backbones.connectors import NoConnector
+
+    llm, vision = backbones()
+    enc = NoteEncoder(llm, vision, NoConnector, micl=False, late_fusion=True, embed_dim=16)
+    fmt = enc.note_format()
+    assert fmt.variant == "text" and fmt.image_config is not None
+    out = enc(collate([NoteProcessor(fmt)(n) for n in _notes(image_dir)]))
+    assert out.e_m.shape == (4, 16) and out.gate is not None
+    torch.testing.assert_close(out.e_m.norm(dim=-1), torch.ones(4))
