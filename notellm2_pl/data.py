@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import random
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -12,7 +11,7 @@ import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
 from notellm2_pl.datasets import DataError, LoadReport, Note, OnError, Split, load_split
-from notellm2_pl.processing import NoteProcessor, collate, collate_pairs, load_image
+from notellm2_pl.processing import NoteProcessor, collate, collate_pairs
 from notellm2_pl.prompts import Probe, TextLimits
 
 log = logging.getLogger(__name__)
@@ -56,29 +55,16 @@ def collate_notes(items: list[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
-def drop_bad_images(split: Split, report: LoadReport, workers: int = 8) -> None:
-    """Skip-and-count mode: remove notes whose image is missing or undecodable, and the pairs naming them."""
-    def bad(note: Note) -> bool:
-        if note.image is None:
-            return True
-        try:
-            load_image(note.image)
-            return False
-        except DataError:
-            return True
+def drop_bad_images(split: Split, report: LoadReport | None = None, workers: int = 8) -> None:
+    """Skip-and-count mode: remove notes whose image is missing, undecodable or unconvertible, and their pairs.
 
-    notes = list(split.notes.values())
-    with ThreadPoolExecutor(workers) as pool:
-        flags = list(pool.map(bad, notes))
-    for note, is_bad in zip(notes, flags):
-        if is_bad:
-            report.add("missing or undecodable image (note skipped)", f"{note.image} ({note.note_id})")
-            del split.notes[note.note_id]
-    for name, pairs in split.pairs.items():
-        kept = [(q, t) for q, t in pairs if q in split.notes and t in split.notes]
-        for _ in range(len(pairs) - len(kept)):
-            report.add(f"pair dropped with its note ({name})", "pairs")
-        split.pairs[name] = kept
+    Problems are recorded in ``split.report`` (see :func:`notellm2_pl.validation.check_images`; issue 7).
+    """
+    from notellm2_pl.validation import check_images
+
+    check_images(split, "skip", workers)
+    if report is not None and report is not split.report:
+        report.merge(split.report)
 
 
 class NoteDataModule(L.LightningDataModule):
@@ -137,6 +123,7 @@ class NoteDataModule(L.LightningDataModule):
         self.limits = TextLimits(title_chars, content_chars, max_tags)
         self.processor: NoteProcessor | None = None
         self.splits: dict[str, Split] = {}
+        self._image_cache: dict = {}  # image path -> check result, shared by splits (issue 7)
         self.report = LoadReport()
         self.val_pairs: list[tuple[str, str]] = []
         self.val_pool_ids: list[str] = []
@@ -161,9 +148,13 @@ class NoteDataModule(L.LightningDataModule):
 
     def _split(self, name: str) -> Split:
         if name not in self.splits:
-            split = load_split(self.hparams.root, name, self.hparams.on_error)
-            if self.hparams.on_error == "skip":
-                drop_bad_images(split, split.report)
+            # issue 7: rows, pairs and (for models with a vision tower) images are checked here, at setup, so a
+            # bad file fails before training starts (raise) or is skipped and counted (skip); never substituted.
+            split = load_split(self.hparams.root, name, self.hparams.on_error, limits=self.limits)
+            if self.processor is None or self.processor.fmt.image_config is not None:
+                from notellm2_pl.validation import check_images
+
+                check_images(split, self.hparams.on_error, workers=8, cache=self._image_cache)
             for reason, n in split.report.counts.items():
                 self.report.counts[f"{name}: {reason}"] += n
             self.splits[name] = split

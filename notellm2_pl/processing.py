@@ -65,16 +65,14 @@ def build_image_transform(cfg: ImageConfig, train_flip: bool = False):
 
 
 def load_image(path: str):
-    """Decode an image to RGB; a missing or undecodable file raises DataError naming it (never a blank image)."""
-    from PIL import Image, UnidentifiedImageError
+    """Decode an image to RGB; a missing or undecodable file raises DataError naming it (never a blank image).
 
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img.convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError) as err:
-        raise DataError(f"Cannot read image {path}: {err}. Fix or remove the file, or pass --data.on_error skip "
-                        f"to skip (and count) notes with bad images.") from err
+    Mode handling (CMYK, palette, alpha, 16-bit) is defined once in :func:`notellm2_pl.validation.decode_image`;
+    conversions are counted when the data is checked at setup (issue 7).
+    """
+    from notellm2_pl.validation import decode_image
+
+    return decode_image(path)[0]
 
 
 class NoteProcessor:
