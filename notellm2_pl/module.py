@@ -60,6 +60,10 @@ class NoteLLM2Module(L.LightningModule):
         test_ks: K values of the test Recall@K (on all pair files of the test split).
         feature_cache: Cache the frozen vision tower's features in memory, so later epochs skip the tower. Needs a
             frozen tower and deterministic transforms (``--data.train_flip false``).
+        grad_cache_chunk: GradCache (``notellm2_pl.gradcache``): encode the batch in chunks of this many notes, so
+            a large contrastive batch fits in memory; switches to manual optimisation. None: off.
+        manual_clip_val: Gradient-norm clipping in the GradCache path (set ``trainer.gradient_clip_val: null``
+            there: Lightning refuses it under manual optimisation). None or 0: no clipping.
     """
 
     def __init__(
@@ -92,6 +96,8 @@ class NoteLLM2Module(L.LightningModule):
         val_ks: tuple[int, ...] = (10, 100),
         test_ks: tuple[int, ...] = (10, 20, 50, 100, 1000),
         feature_cache: bool = False,
+        grad_cache_chunk: int | None = None,
+        manual_clip_val: float | None = 1.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["llm", "vision", "connector"])
@@ -108,6 +114,7 @@ class NoteLLM2Module(L.LightningModule):
         if freeze_llm:
             llm.lock(unlocked_groups=llm_trainable_layers)
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.automatic_optimization = grad_cache_chunk is None  # GradCache steps the optimiser itself
 
     # ------------------------------------------------------------------------------------------------ forward
     def note_format(self):
@@ -125,7 +132,8 @@ class NoteLLM2Module(L.LightningModule):
         self.on_train_start()
 
     # ------------------------------------------------------------------------------------------------ loss
-    def _gathered_loss(self, emb: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    def _gathered_loss(self, emb: torch.Tensor, ids: torch.Tensor,
+                       logit_scale: torch.Tensor | None = None) -> torch.Tensor:
         """Contrastive loss of the local rows against the global batch, gathered with gradients."""
         if self._trainer is not None and self._trainer.world_size > 1:
             all_emb = self.all_gather(emb, sync_grads=True).flatten(0, 1)  # (W*b, d)
@@ -134,21 +142,30 @@ class NoteLLM2Module(L.LightningModule):
         else:
             all_emb, all_ids, offset = emb, ids, 0
         use_ids = self.hparams.mask_same_id
-        return contrastive_loss(emb, all_emb, offset, self.tau.exp(), ids if use_ids else None,
+        scale = self.tau.exp() if logit_scale is None else logit_scale
+        return contrastive_loss(emb, all_emb, offset, scale, ids if use_ids else None,
                                 all_ids if use_ids else None)
 
     def compute_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Total loss and its parts for one batch of pairs laid out as ``[queries; targets]``."""
-        out = self(batch)
-        loss_m = self._gathered_loss(out.e_m, batch["note_hash"])
+        return self.loss_from_output(self(batch), batch["note_hash"])
+
+    def loss_from_output(self, out: Any, ids: torch.Tensor,
+                         logit_scale: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Loss and parts from the embeddings (``out.e_m``, ``out.e_v``, ``out.gate``); GradCache reuses this."""
+        loss_m = self._gathered_loss(out.e_m, ids, logit_scale)
         parts = {"loss_m": loss_m}
         if out.e_v is None:
             return loss_m, parts
-        parts["loss_v"] = self._gathered_loss(out.e_v, batch["note_hash"])
+        parts["loss_v"] = self._gathered_loss(out.e_v, ids, logit_scale)
         parts["gate_mean"] = out.gate.mean() if out.gate is not None else loss_m.new_tensor(float("nan"))
         return micl_loss(loss_m, parts["loss_v"], tuple(self.hparams.loss_weights)), parts
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        if self.hparams.get("grad_cache_chunk"):
+            from notellm2_pl.gradcache import grad_cache_training_step
+
+            return grad_cache_training_step(self, batch)
         loss, parts = self.compute_loss(batch)
         b = batch["input_ids"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=b)

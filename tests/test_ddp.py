@@ -1,0 +1,98 @@
+"""Real 2-process DDP (gloo, CPU): the gathered loss and the averaged gradients equal the single-process run.
+
+Each rank runs the module's own loss path (``compute_loss`` -> ``_gathered_loss`` -> ``all_gather(sync_grads=True)``)
+on its half of the global batch, inside a real ``DistributedDataParallel`` wrapper with a real Lightning
+``DDPStrategy`` doing the gather; backward goes through Lightning's manual-backward preparation of the DDP reducer
+(``prepare_for_backward``), so the gradient all-reduce is DDP's own. The GradCache path runs the same way (chunks
+under ``no_sync``, the last one synchronised). Both must match one process holding the whole global batch.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from types import SimpleNamespace
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from _scale_helpers import assert_grads_close, collate_pair_notes, grads, make_ckpts, make_pairs, tiny_module
+
+WORLD = 2
+PAIRS_PER_RANK = 4
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, port: int, ckpts: dict[str, str], img_dir: str, state_path: str, out_path: str) -> None:
+    from lightning.pytorch.overrides.distributed import prepare_for_backward
+    from lightning.pytorch.strategies import DDPStrategy
+    from torch.nn.parallel import DistributedDataParallel
+
+    from notellm2_pl.gradcache import grad_cache_backward
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        module = tiny_module(ckpts).eval()
+        module.load_state_dict(torch.load(state_path))
+        pairs = make_pairs(_path(img_dir), WORLD * PAIRS_PER_RANK)
+        batch = collate_pair_notes(module, pairs[rank * PAIRS_PER_RANK:(rank + 1) * PAIRS_PER_RANK])
+        ddp = DistributedDataParallel(module)
+        strategy = DDPStrategy(accelerator="cpu")
+        strategy.model = ddp
+        module._trainer = SimpleNamespace(world_size=WORLD, global_rank=rank, strategy=strategy)
+
+        def backward(t: torch.Tensor) -> None:  # what LightningModule.manual_backward does under DDP
+            prepare_for_backward(ddp, t)
+            t.backward()
+
+        result = {}
+        loss, _ = module.compute_loss(batch)
+        backward(loss)
+        result["loss"] = _mean(loss.detach())
+        result["grads"] = grads(module)
+        module.zero_grad(set_to_none=True)
+        loss, _ = grad_cache_backward(module, batch, 3, backward=backward)  # 8 local notes: chunks 3 + 3 + 2
+        result["gc_loss"] = _mean(loss)
+        result["gc_grads"] = grads(module)
+        if rank == 0:
+            torch.save(result, out_path)
+    finally:
+        dist.destroy_process_group()
+
+
+def _mean(x: torch.Tensor) -> torch.Tensor:
+    x = x.clone()
+    dist.all_reduce(x)
+    return x / WORLD
+
+
+def _path(p: str):
+    from pathlib import Path
+
+    return Path(p)
+
+
+def test_ddp_two_processes_match_single_process(tmp_path):
+    ckpts = make_ckpts(tmp_path / "ckpts")
+    module = tiny_module(ckpts).eval()  # eval: dropout off, so both runs draw no masks
+    state_path, out_path = str(tmp_path / "state.pt"), str(tmp_path / "ddp.pt")
+    torch.save(module.state_dict(), state_path)
+    pairs = make_pairs(tmp_path / "images", WORLD * PAIRS_PER_RANK)
+    loss_ref, _ = module.compute_loss(collate_pair_notes(module, pairs))  # one process, the whole global batch
+    loss_ref.backward()
+    g_ref = grads(module)
+
+    mp.spawn(_worker, args=(_free_port(), ckpts, str(tmp_path / "images"), state_path, out_path), nprocs=WORLD,
+             join=True)
+    res = torch.load(out_path)
+    torch.testing.assert_close(res["loss"], loss_ref.detach(), atol=1e-5, rtol=1e-5)
+    assert_grads_close(res["grads"], g_ref, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(res["gc_loss"], loss_ref.detach(), atol=1e-5, rtol=1e-5)
+    assert_grads_close(res["gc_grads"], g_ref, atol=1e-5, rtol=1e-4)
