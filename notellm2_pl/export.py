@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 FORMAT = "notellm2-export"
 WEIGHTS = "model.safetensors"
 PRETRAINED_PARTS = ("llm", "vision")  # parts that have a pretrained source and may be stored as a reference
-DATA_KEYS = ("title_chars", "content_chars", "max_tags", "max_tokens", "short_max_chars", "long_min_chars")
+DATA_KEYS = ("root", "title_chars", "content_chars", "max_tags", "max_tokens", "short_max_chars", "long_min_chars")
 _CLI_EXTRAS = ("trainer", "seed_everything", "ckpt_path", "optimizer", "lr_scheduler", "return_predictions",
                "verbose")
 
@@ -224,7 +224,7 @@ def export_model(module: Any, model_cfg: Mapping[str, Any], data_cfg: Mapping[st
         "format": FORMAT,
         "version": 1,
         "model": model_cfg,
-        "data": {k: data_cfg[k] for k in DATA_KEYS if k in data_cfg},
+        "data": _absolute_paths({k: data_cfg[k] for k in DATA_KEYS if k in data_cfg}),
         "weights": WEIGHTS,
         "stored_parts": ["connector", "gate", "head", "tau"] + stored,
         "referenced_parts": {p: model_cfg.get(p) for p in referenced},

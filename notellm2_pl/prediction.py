@@ -215,3 +215,34 @@ def load_embeddings(emb_dir: str | os.PathLike[str], key: str = "e_m", sort: boo
     if len(order) < len(ids):
         log.info("Dropped %d duplicate rows (distributed sampler padding).", len(ids) - len(order))
     return order, emb[rows]
+
+
+def write_embeddings(out_dir: str | os.PathLike[str], ids: Sequence[str], arrays: dict[str, np.ndarray],
+                     probe: str = "full", split: str = "test", data_root: str | None = None,
+                     variant: str | None = None) -> Path:
+    """Write in-memory embeddings as a one-rank embeddings directory (the layout :class:`EmbeddingWriter` writes).
+
+    Args:
+        out_dir: Embeddings directory (this writer's earlier shards are replaced).
+        ids: Note ids, one per row.
+        arrays: ``{"e_m": (N, d)[, "e_v": (N, d)]}``.
+        probe: Input probe the embeddings were computed with.
+        split: Split of the notes.
+        data_root: Dataset root, recorded for ``evaluate`` / ``search``.
+        variant: Model variant (``micl``, ``basic``, ``text``).
+
+    Returns:
+        The directory.
+    """
+    out = Path(out_dir)
+    shards = out / "shards"
+    if shards.is_dir():
+        for old in shards.glob("rank*"):
+            old.unlink()
+    meta = {"format": FORMAT, "version": 1, "world_size": 1, "keys": [k for k in KEYS if k in arrays],
+            "probe": probe, "split": split, "data_root": str(Path(data_root).resolve()) if data_root else None,
+            "variant": variant}
+    write_json(out / "meta.json", meta)
+    write_shard(out, 0, 0, ids, arrays)
+    write_done(out, 0, 1, len(ids))
+    return out
