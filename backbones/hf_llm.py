@@ -35,6 +35,8 @@ class HFCausalLM(LLMBackbone):
         revision: Hub revision (branch, tag or commit) for reproducible loads.
         trust_remote_code: Allow model code from the hub repo. Off unless you set it.
         gradient_checkpointing: Non-reentrant activation checkpointing in the decoder layers.
+        lora: LoRA adapters on the decoder via peft (``notellm2_pl.lora.apply_lora`` arguments, e.g.
+            ``{r: 16, alpha: 32, dropout: 0.05, target_modules: [q_proj, v_proj]}``); None: full fine-tuning.
     """
 
     def __init__(
@@ -47,6 +49,7 @@ class HFCausalLM(LLMBackbone):
         revision: str | None = None,
         trust_remote_code: bool = False,
         gradient_checkpointing: bool = False,
+        lora: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
@@ -66,6 +69,10 @@ class HFCausalLM(LLMBackbone):
         self._attn_impl = attn_implementation
         if gradient_checkpointing:
             self.set_grad_checkpointing(True)
+        if lora is not None:
+            from notellm2_pl.lora import apply_lora
+
+            self.model = apply_lora(self.model, **lora)
 
     # ---------------------------------------------------------------------------------------------- contract
     @property
