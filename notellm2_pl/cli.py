@@ -22,6 +22,10 @@ EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("notellm2_pl.synthetic:cli_main", "generate the synthetic notes benchmark"),
     "pretrain-text": ("notellm2_pl.textprior:cli_main", "give a tiny LLM text priors (causal LM on a dataset's text)"),
     "validate-data": ("notellm2_pl.validation:cli_main", "check a dataset's rows, pairs and images (file:line)"),
+    "evaluate": ("notellm2_pl.evaluate:cli_main", "exact Recall@K of embeddings or a model, all subsets + probes"),
+    "export": ("notellm2_pl.export:cli_main", "export a checkpoint to a self-contained model directory"),
+    "index": ("notellm2_pl.search:index_main", "build a FAISS index over saved embeddings"),
+    "search": ("notellm2_pl.search:cli_main", "top-k I2I neighbours of note ids or of a new note"),
 }
 
 
