@@ -1,0 +1,150 @@
+"""Embedding export (prediction writer shards), model export -> reload -> same embeddings, and the Embedder API."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+
+def _tiny_recipe(root: Path) -> tuple[Path, Path]:
+    """A tiny mICL recipe (tiny Qwen2 + tiny CLIP + tiny Q-Former) over the tiny synthetic dataset."""
+    from notellm2_pl.synthetic import PRESETS, generate
+    from notellm2_pl.testing import make_tiny_llm_checkpoint, make_tiny_vision_checkpoint
+
+    llm, clip = make_tiny_llm_checkpoint(root / "llm"), make_tiny_vision_checkpoint(root / "clip")
+    data = root / "data"
+    generate(data, PRESETS["tiny"])
+    cfg = root / "tiny.yaml"
+    cfg.write_text(f"""
+model:
+  llm: {{class_path: HFCausalLM, init_args: {{pretrained: {llm}}}}}
+  vision: {{class_path: CLIPVision, init_args: {{pretrained: {clip}}}}}
+  connector:
+    class_path: QFormerConnector
+    init_args: {{num_query_tokens: 4, num_layers: 2, hidden_size: 32, num_heads: 2, intermediate_size: 64}}
+  embed_dim: 16
+data: {{root: {data}, eval_batch_size: 8, max_tokens: 96}}
+trainer: {{accelerator: cpu}}
+""")
+    return cfg, data
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The tiny recipe, its module (new parts perturbed, as if trained), and the test notes."""
+    from notellm2_pl.datasets import load_split
+    from notellm2_pl.export import build_from_config
+
+    root = tmp_path_factory.mktemp("tiny")
+    cfg, data = _tiny_recipe(root)
+    module, model_cfg, data_cfg = build_from_config(cfg)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in module.encoder.head.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    notes = load_split(data, "test").notes
+    return {"root": root, "cfg": cfg, "data": data, "module": module.eval(), "model_cfg": model_cfg,
+            "data_cfg": data_cfg, "notes": [notes[k] for k in sorted(notes)]}
+
+
+def test_export_reload_gives_same_embeddings(tiny, tmp_path):
+    from safetensors import safe_open
+
+    from notellm2_pl.export import Embedder, export_model
+
+    out = export_model(tiny["module"], tiny["model_cfg"], tiny["data_cfg"], tmp_path / "export")
+    assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors", "tokenizer"}
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model"]["llm"]["class_path"].endswith("HFCausalLM") and cfg["data"]["max_tokens"] == 96
+    assert list(cfg["referenced_parts"]) == ["vision"]  # frozen tower: a reference, not a copy
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert not any(k.startswith("encoder.vision.") for k in keys)
+    assert any(k.startswith("encoder.llm.") for k in keys) and any(k.startswith("encoder.connector.") for k in keys)
+    from transformers import AutoTokenizer
+
+    assert "<IMG_EMB>" in AutoTokenizer.from_pretrained(out / "tokenizer").get_vocab()
+
+    before = Embedder(tiny["module"], max_tokens=96).embed_all(tiny["notes"], batch_size=8, progress=False)
+    after = Embedder.from_pretrained(out).embed_all(tiny["notes"], batch_size=8, progress=False)
+    assert set(before) == set(after) == {"e_m", "e_v"}
+    for k in before:
+        np.testing.assert_allclose(after[k], before[k], atol=1e-5, rtol=0)
+
+
+def test_embedder_api_accepts_dicts_and_batches_consistently(tiny):
+    from notellm2_pl.export import Embedder
+
+    emb = Embedder(tiny["module"], max_tokens=96)
+    notes = tiny["notes"][:7]
+    dicts = [{"title": n.title, "topics": "|".join(n.topics), "content": n.content, "image": n.image} for n in notes]
+    a = emb.embed(notes, batch_size=3, progress=True)
+    b = emb.embed(dicts, batch_size=16, progress=False)
+    assert a.shape == (7, 16) and a.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+    text_only = emb.embed(notes[:2], probe="only_text", progress=False)
+    assert not np.allclose(text_only, a[:2])
+    with pytest.raises(KeyError, match="e_x"):
+        emb.embed(notes, key="e_x")
+
+
+def test_export_command_from_checkpoint(tiny, tmp_path, capsys):
+    from notellm2_pl.export import Embedder, cli_main
+
+    ckpt = tmp_path / "model.ckpt"
+    torch.save({"state_dict": tiny["module"].state_dict(), "hyper_parameters": dict(tiny["module"].hparams)}, ckpt)
+    with pytest.raises(ValueError, match="--config"):
+        cli_main(["--ckpt_path", str(ckpt), "--out", str(tmp_path / "x")])
+    assert cli_main(["--config", str(tiny["cfg"]), "--ckpt_path", str(ckpt), "--out", str(tmp_path / "exp")]) == 0
+    assert "Embedder.from_pretrained" in capsys.readouterr().out
+    got = Embedder.from_pretrained(tmp_path / "exp").embed(tiny["notes"][:5], progress=False)
+    want = Embedder(tiny["module"], max_tokens=96).embed(tiny["notes"][:5], progress=False)
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+
+
+def test_prediction_writer_shards_merge_to_the_right_ids(tiny, tmp_path):
+    import lightning as L
+
+    from notellm2_pl.data import NoteDataModule
+    from notellm2_pl.export import Embedder
+    from notellm2_pl.prediction import EmbeddingWriter, load_embeddings, read_meta
+
+    out = tmp_path / "emb"
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, callbacks=[EmbeddingWriter(str(out), shard_rows=7)])
+    dm = NoteDataModule(root=str(tiny["data"]), eval_batch_size=4, max_tokens=96)
+    trainer.predict(tiny["module"], datamodule=dm, return_predictions=False)
+    meta = read_meta(out)
+    assert meta["keys"] == ["e_m", "e_v"] and meta["probe"] == "full" and meta["world_size"] == 1
+    assert len(list((out / "shards").glob("*.ids.json"))) > 1  # several shards
+    ids, e_m = load_embeddings(out, "e_m")
+    assert ids == [n.note_id for n in tiny["notes"]]
+    want = Embedder(tiny["module"], max_tokens=96).embed_all(tiny["notes"], batch_size=4, progress=False)
+    np.testing.assert_allclose(e_m, want["e_m"], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(load_embeddings(out, "e_v")[1], want["e_v"], atol=1e-5, rtol=0)
+
+
+def test_shards_of_several_ranks_merge_and_drop_padding(tmp_path):
+    from notellm2_pl.prediction import load_embeddings, write_done, write_json, write_shard
+
+    write_json(tmp_path / "meta.json", {"format": "notellm2-embeddings", "world_size": 2, "keys": ["e_m"]})
+    rows = {f"n{i}": np.full(4, i, np.float32) for i in range(5)}
+    # distributed sampler: rank 0 gets n0, n2, n4; rank 1 gets n1, n3 and a padding copy of n0
+    for rank, parts in {0: [["n4", "n0"], ["n2"]], 1: [["n1", "n3", "n0"]]}.items():
+        for part, ids in enumerate(parts):
+            write_shard(tmp_path, rank, part, ids, {"e_m": np.stack([rows[i] for i in ids])})
+        if rank == 0:
+            with pytest.raises(FileNotFoundError, match="Rank 0"):
+                load_embeddings(tmp_path)
+        write_done(tmp_path, rank, len(parts), sum(map(len, parts)))
+    ids, emb = load_embeddings(tmp_path)
+    assert ids == ["n0", "n1", "n2", "n3", "n4"]
+    np.testing.assert_array_equal(emb[:, 0], [0, 1, 2, 3, 4])
+    with pytest.raises(KeyError, match="e_v"):
+        load_embeddings(tmp_path, "e_v")
+    assert not list(Path(tmp_path).rglob("*.tmp"))
