@@ -43,7 +43,7 @@ def default_ks(pool_size: int) -> list[int]:
     return list(BASE_KS) + [k for k in DEFAULT_KS if k not in BASE_KS and k <= pool_size]
 
 
-def test_data(root: str | os.PathLike[str], on_error: str = "raise", short_max_chars: int = 30,
+def load_test_pool(root: str | os.PathLike[str], on_error: str = "raise", short_max_chars: int = 30,
               long_min_chars: int = 100) -> tuple[list[str], dict[str, Any], dict[str, list[tuple[str, str]]]]:
     """The test pool of a dataset: ``(sorted note ids, notes by id, pair sets)``, as ``NoteDataModule`` defines them.
 
@@ -217,7 +217,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         p.error("no dataset root recorded with the source: pass --data ROOT.")
     short = args.short_max_chars if args.short_max_chars is not None else data_cfg.get("short_max_chars", 30)
     long_ = args.long_min_chars if args.long_min_chars is not None else data_cfg.get("long_min_chars", 100)
-    ids, notes, pair_sets = test_data(root, args.on_error, short, long_)
+    ids, notes, pair_sets = load_test_pool(root, args.on_error, short, long_)
     out = Path(args.out) if args.out else default_out
     if embedder is not None:
         runs = _embed_probes(embedder, ids, notes, probes, args.batch_size,
