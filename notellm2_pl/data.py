@@ -189,7 +189,12 @@ class NoteDataModule(L.LightningDataModule):
         split = self._split("train")
         ds = PairDataset(split.pairs["all"], split.notes, self.processor)
         # drop_last: every rank contributes the same number of notes to the gathered contrastive batch
-        return self._loader(ds, True, collate_pairs, self.hparams.batch_size, drop_last=True)
+        # issue 7: seeded shuffle whose position and RNG states are saved in checkpoints (exact mid-epoch resume)
+        from notellm2_pl.sampling import resumable_loader
+
+        nw = self.hparams.num_workers
+        return resumable_loader(ds, self.trainer, self.hparams.batch_size, self.hparams.seed, collate_fn=collate_pairs,
+                                drop_last=True, num_workers=nw, persistent_workers=nw > 0)
 
     def val_dataloader(self) -> DataLoader:
         ds = NoteDataset(self.val_pool_ids, self._split("train").notes, self.processor)
