@@ -150,7 +150,11 @@ def build_from_checkpoint(ckpt_path: str | os.PathLike[str], config: str | os.Pa
         model_cfg = {k: v for k, v in hp.items() if not k.startswith("_") and k not in ("llm_class", "vision_class")}
         data_cfg = dict(ckpt.get("datamodule_hyper_parameters", {}))
         module = build_from_dicts(model_cfg, {k: data_cfg[k] for k in DATA_KEYS if k in data_cfg})
-    missing, unexpected = module.load_state_dict(ckpt["state_dict"], strict=False)
+    try:
+        missing, unexpected = module.load_state_dict(ckpt["state_dict"], strict=False)
+    except RuntimeError as err:  # shape mismatches
+        raise ValueError(f"{ckpt_path} does not match the model of the recipe ({str(err)[:300]}...). Pass the recipe "
+                         f"it was trained with (--config), with the same overrides.") from err
     if missing or unexpected:
         raise ValueError(f"{ckpt_path} does not match the model of the recipe (missing keys {missing[:5]}, "
                          f"unexpected keys {unexpected[:5]}). Pass the recipe it was trained with (--config).")
