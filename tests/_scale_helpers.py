@@ -9,15 +9,44 @@ from typing import Any
 
 import torch
 
-WORDS = ["red", "lamp", "chair", "mug", "bag", "shoe", "dress", "cake", "coffee", "travel", "city", "beach", "mountain", "review", "best", "cheap", "great", "quality", "love", "haul", "today", "new", "round", "square", "blue", "green"]
+WORDS = [
+    "red",
+    "lamp",
+    "chair",
+    "mug",
+    "bag",
+    "shoe",
+    "dress",
+    "cake",
+    "coffee",
+    "travel",
+    "city",
+    "beach",
+    "mountain",
+    "review",
+    "best",
+    "cheap",
+    "great",
+    "quality",
+    "love",
+    "haul",
+    "today",
+    "new",
+    "round",
+    "square",
+    "blue",
+    "green",
+]
 
 
 def make_ckpts(root: Path, llm_overrides: dict[str, Any] | None = None) -> dict[str, str]:
     """Tiny qwen2 LLM + tiny CLIP tower under ``root``."""
     from notellm2_pl.testing import make_tiny_llm_checkpoint, make_tiny_vision_checkpoint
 
-    return {"llm": make_tiny_llm_checkpoint(root / "llm", "qwen2", **(llm_overrides or {})),
-            "vision": make_tiny_vision_checkpoint(root / "vision", "clip")}
+    return {
+        "llm": make_tiny_llm_checkpoint(root / "llm", "qwen2", **(llm_overrides or {})),
+        "vision": make_tiny_vision_checkpoint(root / "vision", "clip"),
+    }
 
 
 def tiny_module(ckpts: dict[str, str], seed: int = 0, llm_kwargs: dict[str, Any] | None = None, **kwargs: Any):
@@ -29,10 +58,17 @@ def tiny_module(ckpts: dict[str, str], seed: int = 0, llm_kwargs: dict[str, Any]
     from notellm2_pl.module import NoteLLM2Module
 
     torch.manual_seed(seed)
-    connector = functools.partial(QFormerConnector, num_query_tokens=4, num_layers=2, hidden_size=32, num_heads=2,
-                                  intermediate_size=64)
-    module = NoteLLM2Module(HFCausalLM(ckpts["llm"], **(llm_kwargs or {})), CLIPVision(ckpts["vision"]), connector,
-                            embed_dim=16, lr=1e-3, **kwargs)
+    connector = functools.partial(
+        QFormerConnector, num_query_tokens=4, num_layers=2, hidden_size=32, num_heads=2, intermediate_size=64
+    )
+    module = NoteLLM2Module(
+        HFCausalLM(ckpts["llm"], **(llm_kwargs or {})),
+        CLIPVision(ckpts["vision"]),
+        connector,
+        embed_dim=16,
+        lr=1e-3,
+        **kwargs,
+    )
     module.train()
     module.encoder.vision.eval()
     return module
@@ -72,12 +108,16 @@ def collate_pair_notes(module: Any, pairs: list[tuple[Any, Any]]) -> dict[str, A
 
 def grads(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Copies of every trainable parameter's gradient (zeros where none)."""
-    return {n: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
-            for n, p in module.named_parameters() if p.requires_grad}
+    return {
+        n: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
+        for n, p in module.named_parameters()
+        if p.requires_grad
+    }
 
 
-def assert_grads_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: float = 1e-6,
-                       rtol: float = 1e-4) -> None:
+def assert_grads_close(
+    a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: float = 1e-6, rtol: float = 1e-4
+) -> None:
     """Every gradient equal; also checks that the gradients are not all zero."""
     assert a.keys() == b.keys()
     assert sum(float(g.abs().sum()) for g in a.values()) > 0
