@@ -124,6 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     if cmd in EXTRA_COMMANDS:
         return int(_load(EXTRA_COMMANDS[cmd][0])(rest) or 0)
     if cmd in LIGHTNING_COMMANDS:
+        from notellm2_pl.config_check import preflight  # issue 7: config errors in the user's words
+
+        problem = preflight(rest)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
         build_cli(argv)
         return 0
     import difflib

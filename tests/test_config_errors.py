@@ -1,0 +1,58 @@
+"""Issue 7: config errors in the user's words (wrong plugin name, option typos, missing files and data root)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from notellm2_pl.config_check import preflight
+
+DEMO = str(Path(__file__).resolve().parents[1] / "recipes" / "demo.yaml")
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["--model.llm.class_path", "HFCausalLMX"], "No plugin named 'HFCausalLMX'.*Did you mean 'HFCausalLM'.*list"),
+    (["--model.vision.class_path=CLIPVisio"], "Did you mean 'CLIPVision'"),
+    (["--data.rooot", "x"], "data has no option 'rooot'. Did you mean 'root'"),
+    (["--model.micll", "false"], "Did you mean 'micl'"),
+    (["--model.connector.init_args.num_querys", "3"], "no option 'num_querys' for QFormerConnector.*num_query_tokens"),
+])
+def test_override_mistakes_are_named(argv: list[str], expected: str) -> None:
+    problem = preflight(["--config", DEMO, *argv])
+    assert problem is not None
+    import re
+
+    assert re.search(expected, problem), problem
+
+
+def test_valid_recipe_and_overrides_pass() -> None:
+    assert preflight(["--config", DEMO, "--trainer.max_epoch", "1", "--data.root", "/x", "--model.micl", "false",
+                      "--model.vision.class_path", "SiglipVision", "--print_config"]) is None
+
+
+def test_recipe_file_mistakes(tmp_path: Path) -> None:
+    text = Path(DEMO).read_text()
+    bad = tmp_path / "typo.yaml"
+    bad.write_text(text.replace("  batch_size: 32", "  batch_sise: 32"))
+    assert f"{bad}: data has no option 'batch_sise'. Did you mean 'batch_size'" in preflight(["--config", str(bad)])
+    bad.write_text(text.replace("class_path: QFormerConnector", "class_path: QFormerConector"))
+    assert "Did you mean 'QFormerConnector'" in preflight(["-c", str(bad)])
+    bad.write_text(text.replace("      num_layers: 2", "      num_layer: 2"))
+    assert "no option 'num_layer' for QFormerConnector" in preflight(["-c", str(bad)])
+    assert "not found" in preflight(["--config", str(tmp_path / "nope.yaml")])
+
+
+def test_cli_exits_2_with_the_message(capsys: pytest.CaptureFixture) -> None:
+    from notellm2_pl.cli import main
+
+    assert main(["fit", "--config", DEMO, "--print_config", "--model.llm.class_path", "HFCausalLMX"]) == 2
+    assert "Did you mean 'HFCausalLM'" in capsys.readouterr().err
+
+
+def test_missing_data_root_says_what_to_type(tmp_path: Path) -> None:
+    from notellm2_pl.data import NoteDataModule
+    from notellm2_pl.datasets import DataError
+
+    with pytest.raises(DataError, match=r"does not exist.*python -m notellm2_pl synth --out .*--data.root"):
+        NoteDataModule(str(tmp_path / "missing"))._split("train")
