@@ -317,3 +317,11 @@ def test_image_mode_warnings_and_no_image_at_load(tmp_path: Path) -> None:
     assert {(p.code, p.note_id, p.action) for p in split.report.problems} == {
         ("image_converted", "n2", "kept"), ("no_image", "n3", "skipped"), ("pair_of_skipped_note", "n3", "dropped")}
     assert split.pairs["all"] == [("n1", "n2")]
+
+
+def test_empty_id_is_named(tmp_path: Path) -> None:
+    root = _mini_canonical(tmp_path / "z", [_good(1), _good(2), [" ", "t", "", "c", "images/a.png"]])
+    with pytest.raises(DataError) as err:
+        load_split(root, "train")
+    assert (err.value.code, err.value.where) == ("empty_id", "notes_train.csv:4")
+    assert load_split(root, "train", on_error="skip").report.counts == {"empty_id": 1}
