@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import re
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +67,8 @@ def _split_argv(argv: list[str]) -> tuple[list[str], list[tuple[str, str | None]
 def _plugin_problem(kind: str, name: Any, where: str) -> str | None:
     from notellm2_pl import registry
 
-    if not isinstance(name, str) or not name or "." in name or name.lower() in ("null", "none"):
-        return None
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_]\w*", name) or name.lower() in ("null", "none"):
+        return None  # dotted paths, JSON/YAML values and files are left to jsonargparse
     if name in registry.names(kind):
         return None
     try:
@@ -151,6 +152,17 @@ def preflight(argv: list[str]) -> str | None:
             if len(prefixed) != 1:  # argparse accepts unique prefixes
                 return (f"--{key}: {top} has no option {parts[1]!r}.{_did_you_mean(parts[1], groups[top])} "
                         f"`python -m notellm2_pl fit --help` lists every option.")
+        if top == "model" and len(parts) == 2 and parts[1] in PLUGIN_KEYS and isinstance(value, str) \
+                and value.lstrip().startswith("{"):
+            try:
+                sub = yaml.safe_load(value)
+            except yaml.YAMLError:
+                sub = None
+            if isinstance(sub, dict):
+                problem = _check_tree({"model": {parts[1]: sub}}, f"--{key}", groups)
+                if problem:
+                    return problem
+                value = sub.get("class_path")
         if top == "model" and len(parts) >= 2 and parts[1] in PLUGIN_KEYS and \
                 (len(parts) == 2 or parts[2] == "class_path"):
             problem = _plugin_problem(PLUGIN_KEYS[parts[1]], value, f"--{key}")

@@ -56,3 +56,11 @@ def test_missing_data_root_says_what_to_type(tmp_path: Path) -> None:
 
     with pytest.raises(DataError, match=r"does not exist.*python -m notellm2_pl synth --out .*--data.root"):
         NoteDataModule(str(tmp_path / "missing"))._split("train")
+
+
+def test_json_plugin_values_are_checked_not_misread() -> None:
+    ok = '{"class_path": "CLIPVision", "init_args": {"pretrained": "/x"}}'
+    assert preflight(["--config", DEMO, "--model.vision", ok]) is None
+    assert preflight(["--config", DEMO, "--model.vision", "notellm2_pl_backbones.hf_vision.CLIPVision"]) is None
+    bad = '{"class_path": "CLIPVison", "init_args": {"pretrained": "/x"}}'
+    assert "Did you mean 'CLIPVision'" in preflight(["--config", DEMO, "--model.vision", bad])

@@ -37,7 +37,7 @@ def test_official_layout_loads_as_is(tmp_path, image_dir):
     assert detect_layout(root) == "official"
     train = load_split(root, "train")
     assert train.pairs["all"] == [("n1", "n2"), ("n3", "n4")]
-    assert train.report.counts["pair with unknown note id (skipped)"] == 1
+    assert train.report.counts["unknown_pair_id"] == 1  # problem codes: notellm2_pl.datasets.PROBLEMS (issue 7)
     n1 = train.notes["n1"]
     assert n1.topics == ["穿搭", "夏天"] and n1.content == "好看\n第二行"
     assert n1.image.endswith("images/i0.png")
