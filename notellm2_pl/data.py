@@ -157,6 +157,7 @@ class NoteDataModule(L.LightningDataModule):
                 check_images(split, self.hparams.on_error, workers=8, cache=self._image_cache)
             for reason, n in split.report.counts.items():
                 self.report.counts[f"{name}: {reason}"] += n
+                self.report.examples[f"{name}: {reason}"] = list(split.report.examples.get(reason, []))
             self.splits[name] = split
             if not split.pairs.get("all"):
                 raise DataError(f"The {name} split of {self.hparams.root} has no usable pairs "
