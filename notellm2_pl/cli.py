@@ -26,6 +26,8 @@ EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("notellm2_pl.export:cli_main", "export a checkpoint to a self-contained model directory"),
     "index": ("notellm2_pl.search:index_main", "build a FAISS index over saved embeddings"),
     "search": ("notellm2_pl.search:cli_main", "top-k I2I neighbours of note ids or of a new note"),
+    "ablate": ("notellm2_pl.ablate:cli_main", "run a grid of ablation recipes (resumable); table, plots, TensorBoard"),
+    "saliency": ("notellm2_pl.saliency:cli_main", "information-flow saliency S_v/S_t/S_o per layer (METHOD.md §8)"),
 }
 
 

@@ -1,0 +1,198 @@
+"""The ablate grid: naming, resume, collection, reports and TensorBoard views read back with TensorBoard's reader."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from notellm2_pl.ablate import MARKER, load_grid, plan, run_one, shell_lines
+from notellm2_pl.tb_views import read_layout, read_run_events, write_reports
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = {  # what a resolved config holds for each fake run (only what the views read)
+    "basic": {"micl": False, "late_fusion": False},
+    "notellm2": {"micl": True, "late_fusion": True},
+    "ratio_1_1": {"micl": True, "late_fusion": True, "loss_weights": [1.0, 1.0]},
+}
+SUBSETS = ("all", "shortquery")
+
+
+def _recall(name: str, seed: int, probe: str, subset: str, k: int) -> float:
+    """Deterministic fake recall of one run."""
+    base = {"basic": 0.2, "notellm2": 0.5, "ratio_1_1": 0.4}[name] + 0.01 * seed
+    return round(base + {"full": 0.0, "only_image": 0.1, "only_text": -0.1}[probe] + (0.3 if k == 100 else 0.0)
+                 + (0.05 if subset == "shortquery" else 0.0), 6)
+
+
+class FakeRunner:
+    """Stands in for the subprocesses: writes what fit / evaluate / saliency would write, and counts calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def __call__(self, cmd: list[str], log_path: Path) -> int:
+        sub = cmd[3]
+        self.calls.append(sub)
+        if sub == "fit":
+            run_dir = Path(cmd[cmd.index("--trainer.default_root_dir") + 1])
+            name, seed = re.match(r"(.+)-s(\d+)-", run_dir.name).groups()
+            cfg = {"seed_everything": int(seed), "weights_only": None, "trainer": {"max_steps": 5},
+                   "model": {**CONFIGS[name], "connector": {"class_path": "QFormerConnector",
+                                                            "init_args": {"num_query_tokens": 8}},
+                             "vision": {"class_path": "EfficientNetLite0"}},
+                   "data": {"root": "data/x"}}
+            (run_dir / "tb" / "version_0").mkdir(parents=True)
+            (run_dir / "tb" / "version_0" / "config.yaml").write_text(yaml.safe_dump(cfg))
+            (run_dir / "checkpoints").mkdir()
+            (run_dir / "checkpoints" / "best.ckpt").write_bytes(b"ckpt")
+        elif sub == "evaluate":
+            out = Path(cmd[cmd.index("--out") + 1])
+            run_dir = out.parent
+            assert (run_dir / "model_config.yaml").exists()
+            assert "weights_only" not in yaml.safe_load((run_dir / "model_config.yaml").read_text())
+            name, seed = re.match(r"(.+)-s(\d+)-", run_dir.name).groups()
+            res = {f"{p}/e_m/{s}": {"recalls": {str(k): _recall(name, int(seed), p, s, k) for k in (10, 100)},
+                                    "num_queries": 10}
+                   for p in ("full", "only_image", "only_text") for s in SUBSETS}
+            out.mkdir(parents=True)
+            (out / "results.json").write_text(json.dumps(res))
+        elif sub == "saliency":
+            out = Path(cmd[cmd.index("--out") + 1])
+            out.mkdir(parents=True)
+            flows = {"S_v": [0.1, 0.2], "S_t": [0.5, 0.4], "S_o": [0.4, 0.4]}
+            (out / "saliency.json").write_text(json.dumps({"label": cmd[cmd.index("--label") + 1], "normalised": flows,
+                                                           "raw": flows, "num_notes": 4, "num_batches": 1}))
+        return 0
+
+
+@pytest.fixture()
+def grid(tmp_path):
+    spec = {"name": "fake", "seeds": [0], "saliency_batches": 1, "evaluate_args": ["--batch_size", "8"],
+            "sweeps": {"ratio": {"label": "w_t : 1", "log_x": True}},
+            "runs": [{"name": "basic", "recipe": "recipes/ablations/demo/basic.yaml"},
+                     {"name": "notellm2", "recipe": "recipes/ablations/demo/notellm2.yaml", "sweeps": {"ratio": 9}},
+                     {"name": "ratio_1_1", "recipe": "recipes/ablations/demo/ratio_1_1.yaml", "sweeps": {"ratio": 1},
+                      "plot": False}]}
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return load_grid(str(path))
+
+
+def test_run_names_are_deterministic(grid):
+    a = plan(grid, [0, 1])
+    b = plan(grid, [0, 1])
+    assert [s.run_id for s in a] == [s.run_id for s in b]
+    assert len({s.run_id for s in a}) == 6
+    assert all(re.fullmatch(r"[a-z0-9_]+-s[01]-[0-9a-f]{8}", s.run_id) for s in a)
+    other = plan(grid, [0], ["--trainer.max_steps", "3"])
+    assert {s.run_id for s in other}.isdisjoint({s.run_id for s in a})  # overrides are part of the name
+    assert a[0].configs[0].endswith("recipes/ablations/demo/base.yaml")  # from the recipe's `# base:` header
+    assert a[0].configs[-1].endswith("recipes/ablations/demo/basic.yaml")
+    assert "--seed_everything" in shell_lines(a[:1], Path("out"), grid)[0]
+
+
+def test_grid_resume_collect_and_views(grid, tmp_path):
+    out = tmp_path / "out"
+    runner = FakeRunner()
+    specs = plan(grid, [0, 1])
+    records = [run_one(s, out, grid, runner) for s in specs]
+    assert runner.calls.count("fit") == 6 and runner.calls.count("evaluate") == 6
+    assert runner.calls.count("saliency") == 6
+    assert all((out / s.run_id / MARKER).exists() for s in specs)
+
+    # resume: finished runs are never retrained
+    runner.calls.clear()
+    again = [run_one(s, out, grid, runner) for s in specs]
+    assert runner.calls == [] and again == records
+
+    # a run with evaluation results but no marker (a cluster job) is collected, not retrained
+    (out / specs[0].run_id / MARKER).unlink()
+    assert run_one(specs[0], out, grid, runner, collect_only=True)["metrics"] == records[0]["metrics"]
+    assert runner.calls == []
+    # an unfinished run folder (no results) is cleared and redone
+    (out / specs[1].run_id / MARKER).unlink()
+    (out / specs[1].run_id / "eval" / "results.json").unlink()
+    (out / specs[1].run_id / "stale.txt").write_text("x")
+    run_one(specs[1], out, grid, runner)
+    assert runner.calls[:2] == ["fit", "evaluate"] and not (out / specs[1].run_id / "stale.txt").exists()
+
+    paths = write_reports(out, grid, records)
+    names = {p.name for p in paths}
+    assert {"summary.md", "summary.csv", "recall_by_variant.png", "probes.png", "sweep_ratio.png", "saliency.png",
+            "tb"} <= names
+
+    # summary: mean over the two seeds
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    row = next(r for r in rows if (r["variant"], r["subset"], r["probe"]) == ("notellm2", "shortquery", "only_image"))
+    expected = (_recall("notellm2", 0, "only_image", "shortquery", 10)
+                + _recall("notellm2", 1, "only_image", "shortquery", 10)) / 2
+    assert float(row["R@10"]) == pytest.approx(expected) and row["n_seeds"] == "2"
+    md = (out / "summary.md").read_text()
+    assert "| basic | only_text |" in md and f"{expected:.3f}" in md
+
+    # TensorBoard: hparams + final metrics of every run, read back with TensorBoard's event reader
+    for spec in specs:
+        hp, scalars = read_run_events(out / "tb" / spec.run_id)
+        assert hp["variant"] == spec.run.name and hp["seed"] == spec.seed
+        assert hp["micl"] == ("true" if CONFIGS[spec.run.name]["micl"] else "false")
+        assert hp["num_query_tokens"] == 8
+        for probe in ("full", "only_image", "only_text"):
+            for subset in SUBSETS:
+                for k in (10, 100):
+                    want = _recall(spec.run.name, spec.seed, probe, subset, k)
+                    assert scalars[f"recall/{subset}/{probe}/R@{k}"] == pytest.approx(want, abs=1e-6)
+    _, sweep = read_run_events(out / "tb" / "sweeps")
+    assert "sweep/ratio/all/full/R@10" in sweep
+    layout = read_layout(out / "tb")
+    assert layout is not None
+    charts = {c.title: [ch.multiline.tag[0] for ch in c.chart] for c in layout.category}
+    assert charts["Recall@10 by subset (every run, every probe)"] == [r"recall/all/.*/R@10$",
+                                                                      r"recall/shortquery/.*/R@10$"]
+    assert any(t.startswith("sweep/ratio/") for c in charts.values() for t in c)
+
+    # rewriting the views replaces them (no duplicate sessions)
+    write_reports(out, grid, records)
+    hp, _ = read_run_events(out / "tb" / specs[0].run_id)
+    assert hp["variant"] == "basic"
+
+
+def test_ablate_cli_tiny_real_run(tmp_path, tiny_ckpts):
+    """fit -> evaluate -> saliency -> marker -> reports through the real CLI on tiny backbones."""
+    from notellm2_pl.synthetic import PRESETS, generate
+
+    data = tmp_path / "data"
+    generate(data, PRESETS["tiny"])
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({"name": "tiny", "seeds": [0], "saliency_batches": 1,
+                                    "evaluate_args": ["--ks", "10,100", "--batch_size", "32"],
+                                    "saliency_args": ["--batch_size", "2"],
+                                    "runs": [{"name": "basic", "recipe": "recipes/ablations/demo/basic.yaml"}]}))
+    vision = json.dumps({"class_path": "CLIPVision", "init_args": {"pretrained": tiny_ckpts["clip"]}})
+    overrides = ["--data.root", str(data), "--data.synthetic", "null", "--data.batch_size", "4",
+                 "--data.val_pool_extra", "20", "--model.llm.init_args.pretrained", tiny_ckpts["qwen2"],
+                 "--model.vision", vision, "--model.connector.init_args.hidden_size", "32",
+                 "--model.connector.init_args.num_heads", "2", "--trainer.max_steps", "2",
+                 "--trainer.val_check_interval", "2"]
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "notellm2_pl", "ablate", "--grid", str(grid), "--out", str(out), "--", *overrides]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env, check=False)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    (run_dir,) = [p for p in out.iterdir() if p.name.startswith("basic-s0-")]
+    record = json.loads((run_dir / MARKER).read_text())
+    assert (run_dir / "checkpoints" / "best.ckpt").exists()
+    assert record["saliency"] and (run_dir / "saliency" / "saliency.png").exists()
+    for probe in ("full", "only_image", "only_text"):
+        assert record["metrics"][f"recall/all/{probe}/R@10"] is not None
+    hp, scalars = read_run_events(out / "tb" / run_dir.name)
+    assert hp["micl"] == "false" and hp["late_fusion"] == "false" and hp["variant"] == "basic"
+    assert scalars["recall/all/full/R@10"] == pytest.approx(record["metrics"]["recall/all/full/R@10"], abs=1e-6)
+    assert "| basic | full |" in (out / "summary.md").read_text()
