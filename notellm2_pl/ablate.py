@@ -333,6 +333,21 @@ def save_untrained(configs: Sequence[str], out: str | os.PathLike[str]) -> Path:
     return out
 
 
+def _merged_yaml(paths: Sequence[str]) -> dict[str, Any]:
+    """Naive deep merge of recipe files (enough to tell whether a run has a vision tower and visual tokens)."""
+    import yaml
+
+    def merge(a: dict, b: Mapping) -> dict:
+        for k, v in b.items():
+            a[k] = merge(dict(a.get(k) or {}), v) if isinstance(v, Mapping) and isinstance(a.get(k), dict) else v
+        return a
+
+    out: dict[str, Any] = {}
+    for p in paths:
+        out = merge(out, yaml.safe_load(Path(p).read_text(encoding="utf-8")) or {})
+    return out
+
+
 def _has_visual_tokens(cfg: Mapping[str, Any]) -> bool:
     model = cfg.get("model", {}) or {}
     conn = model.get("connector") or {}
@@ -431,7 +446,7 @@ def shell_lines(specs: Sequence[RunSpec], out_dir: Path, grid: Grid) -> list[str
                   ("python -m notellm2_pl evaluate --ckpt_path $CK --config $CFG --out "
                    f"{q(os.fspath(d / 'eval'))} --probes full,only_image,only_text {shlex.join(grid.evaluate_args)}"
                    f" > {q(os.fspath(d / 'eval.log'))} 2>&1")]
-        if grid.saliency_batches > 0:
+        if grid.saliency_batches > 0 and _has_visual_tokens(_merged_yaml(spec.configs)):
             steps.append(f"{{ python -m notellm2_pl saliency --ckpt_path $CK --config $CFG --num_batches "
                          f"{grid.saliency_batches} --out {q(os.fspath(d / 'saliency'))} --label {spec.run.name} "
                          f"{shlex.join(grid.saliency_args)} > {q(os.fspath(d / 'saliency.log'))} 2>&1 || true; }}")

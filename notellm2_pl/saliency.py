@@ -94,12 +94,15 @@ def flow_scores(sal: torch.Tensor, target: torch.Tensor, v_start: torch.Tensor, 
     n_v = in_v.sum(1).float()  # (B,)
     sum_v = (row * in_v).sum(1)
     sum_t = (row * (before & ~in_v)).sum(1)
-    valid = (j <= t[:, None]).float()  # (B, T)
-    total = (sal * valid[:, :, None] * valid[:, None, :]).sum((1, 2))  # (B,)
+    # sum_{i,j<=t} I(i,j) - |V| S_v - (t-|V|) S_t is the sum over the rows i < t (row t is exactly the flows into
+    # the target); summing those rows directly avoids a cancellation that can leave a tiny negative S_o
+    rows_other = (j < t[:, None]).float()  # (B, T)
+    cols = (j <= t[:, None]).float()  # (B, T)
+    others = (sal * rows_other[:, :, None] * cols[:, None, :]).sum((1, 2))  # (B,)
     tf = t.float()
     s_v = torch.where(n_v > 0, sum_v / n_v.clamp(min=1), torch.zeros_like(sum_v))
     s_t = sum_t / (tf - n_v).clamp(min=1)
-    s_o = (total - sum_v - sum_t) / (tf * (tf + 1) / 2 - tf).clamp(min=1)
+    s_o = others / (tf * (tf + 1) / 2 - tf).clamp(min=1)
     return torch.stack([s_v, s_t, s_o], dim=1)
 
 
