@@ -69,6 +69,33 @@ def make_tiny_vision_checkpoint(path: str | Path, kind: str = "clip", image_size
     return str(path)
 
 
+def write_tiny_recipe(root: Path) -> tuple[Path, Path]:
+    """Write a tiny mICL recipe (tiny Qwen2 + tiny CLIP + tiny Q-Former) over the tiny synthetic dataset.
+
+    Returns:
+        (recipe path, dataset root).
+    """
+    from notellm2_pl.synthetic import PRESETS, generate
+
+    root = Path(root)
+    llm, clip = make_tiny_llm_checkpoint(root / "llm"), make_tiny_vision_checkpoint(root / "clip")
+    data = root / "data"
+    generate(data, PRESETS["tiny"])
+    cfg = root / "tiny.yaml"
+    cfg.write_text(f"""
+model:
+  llm: {{class_path: HFCausalLM, init_args: {{pretrained: {llm}}}}}
+  vision: {{class_path: CLIPVision, init_args: {{pretrained: {clip}}}}}
+  connector:
+    class_path: QFormerConnector
+    init_args: {{num_query_tokens: 4, num_layers: 2, hidden_size: 32, num_heads: 2, intermediate_size: 64}}
+  embed_dim: 16
+data: {{root: {data}, eval_batch_size: 8, max_tokens: 96}}
+trainer: {{accelerator: cpu}}
+""")
+    return cfg, data
+
+
 # ------------------------------------------------------------------------------------------------ contracts
 def check_llm_contract(llm: LLMBackbone) -> None:
     """Assert an LLM plugin honours the contract (shapes, tokens, attention maps with gradients)."""

@@ -9,28 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-
-def _tiny_recipe(root: Path) -> tuple[Path, Path]:
-    """A tiny mICL recipe (tiny Qwen2 + tiny CLIP + tiny Q-Former) over the tiny synthetic dataset."""
-    from notellm2_pl.synthetic import PRESETS, generate
-    from notellm2_pl.testing import make_tiny_llm_checkpoint, make_tiny_vision_checkpoint
-
-    llm, clip = make_tiny_llm_checkpoint(root / "llm"), make_tiny_vision_checkpoint(root / "clip")
-    data = root / "data"
-    generate(data, PRESETS["tiny"])
-    cfg = root / "tiny.yaml"
-    cfg.write_text(f"""
-model:
-  llm: {{class_path: HFCausalLM, init_args: {{pretrained: {llm}}}}}
-  vision: {{class_path: CLIPVision, init_args: {{pretrained: {clip}}}}}
-  connector:
-    class_path: QFormerConnector
-    init_args: {{num_query_tokens: 4, num_layers: 2, hidden_size: 32, num_heads: 2, intermediate_size: 64}}
-  embed_dim: 16
-data: {{root: {data}, eval_batch_size: 8, max_tokens: 96}}
-trainer: {{accelerator: cpu}}
-""")
-    return cfg, data
+from notellm2_pl.testing import write_tiny_recipe
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +19,7 @@ def tiny(tmp_path_factory):
     from notellm2_pl.export import build_from_config
 
     root = tmp_path_factory.mktemp("tiny")
-    cfg, data = _tiny_recipe(root)
+    cfg, data = write_tiny_recipe(root)
     module, model_cfg, data_cfg = build_from_config(cfg)
     torch.manual_seed(1)
     with torch.no_grad():
