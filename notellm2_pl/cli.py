@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m notellm2_pl`` and the ``notellm2`` script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is not news
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0

@@ -179,7 +179,7 @@ class NoteDataModule(L.LightningDataModule):
         if stage in ("test", "predict"):
             self._split(self.hparams.predict_split if stage == "predict" else "test")
         if self.report.counts:
-            log.warning("Data problems skipped and counted: %s", self.report.summary())
+            log.warning("Data problems found (skipped or fixed, and counted): %s", self.report.summary())
 
     # ---------------------------------------------------------------------------------------------- loaders
     def _loader(self, ds: Dataset, shuffle: bool, collate_fn, batch_size: int, drop_last: bool) -> DataLoader:
