@@ -1,6 +1,7 @@
 """The ``ablate`` command: run a named grid of ablation recipes, then tabulate, plot and log them to TensorBoard.
 
-A **grid** (``recipes/ablations/grids/<name>.yaml``, or any YAML path) lists runs::
+A **grid** (``recipes/ablations/grids/<name>.yml``, or any YAML path) lists runs. Grid files end in ``.yml`` so the
+recipe checks, which parse every ``recipes/**/*.yaml`` as a recipe, leave them alone::
 
     name: demo
     seeds: [0]                      # default seeds (--seeds overrides)
@@ -146,7 +147,7 @@ def resolve_path(path: str | os.PathLike[str]) -> Path:
 
 def grid_names() -> list[str]:
     """Names of the built-in grids."""
-    return sorted(p.stem for p in resolve_path(GRID_DIR).glob("*.yaml"))
+    return sorted(p.name[: -len(".yml")] for p in resolve_path(GRID_DIR).glob("*.yml"))
 
 
 def load_grid(name_or_path: str) -> Grid:
@@ -155,7 +156,7 @@ def load_grid(name_or_path: str) -> Grid:
 
     path = Path(name_or_path)
     if not path.suffix:
-        path = resolve_path(GRID_DIR / f"{name_or_path}.yaml")
+        path = resolve_path(GRID_DIR / f"{name_or_path}.yml")
     if not path.exists():
         raise FileNotFoundError(f"No grid {name_or_path!r}. Built-in grids: {', '.join(grid_names())}; or pass a "
                                 f"YAML file (format: python -m notellm2_pl ablate --help).")
@@ -471,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  python -m notellm2_pl ablate save-untrained --config CONFIG --out CKPT   # zero-shot baselines\n"
                "  python -m notellm2_pl ablate model-config FIT_CONFIG OUT                 # model + data sections\n"
                "  tensorboard --logdir runs/ablations/demo/tb\n\n"
-               "Grid file format: see recipes/ablations/grids/demo.yaml and docs/ablations.md.",
+               "Grid file format: see recipes/ablations/grids/demo.yml and docs/ablations.md.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--grid", default="quick", help="Built-in grid name (demo, quick, paper) or a grid YAML file.")

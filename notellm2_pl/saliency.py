@@ -308,6 +308,8 @@ def plot_saliency(results: Sequence[SaliencyResult], path: str | os.PathLike[str
         layers = np.arange(res.scores.shape[0])
         for i, f in enumerate(FLOWS):
             ax.plot(layers, res.scores[:, i], marker="o", color=COLOURS[f], label=f)
+        if len(layers) <= 40:
+            ax.set_xticks(layers)
         ax.set_title(res.label, fontsize=10)
         ax.set_xlabel("layer")
         ax.set_ylim(0, top)
