@@ -45,7 +45,7 @@ WEIGHTS = "model.safetensors"
 PRETRAINED_PARTS = ("llm", "vision")  # parts that have a pretrained source and may be stored as a reference
 DATA_KEYS = ("root", "title_chars", "content_chars", "max_tags", "max_tokens", "short_max_chars", "long_min_chars")
 _CLI_EXTRAS = ("trainer", "seed_everything", "ckpt_path", "optimizer", "lr_scheduler", "return_predictions",
-               "verbose")
+               "verbose", "weights_only")
 
 
 # ------------------------------------------------------------------------------------------------ config -> module
