@@ -64,25 +64,29 @@ class VisionFeatureCache:
         """Features of ``pixel_values (B, 3, S, S)``: cached rows are reused, the rest computed and stored."""
         self._check(vision)
         keys = self._keys(vision, pixel_values)
-        missing = [i for i, k in enumerate(keys) if k not in self._store]
+        rows: list[tuple[torch.Tensor, torch.Tensor] | None] = [self._get(k) for k in keys]
+        missing = [i for i, row in enumerate(rows) if row is None]
         if missing:
             with torch.no_grad():
                 out = vision(pixel_values[missing])
             for j, i in enumerate(missing):
-                self._put(keys[i], out.tokens[j], out.pooled[j])
+                rows[i] = self._put(keys[i], out.tokens[j], out.pooled[j])
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
         device = pixel_values.device
-        rows = [self._get(k) for k in keys]
         tokens = torch.stack([t for t, _ in rows]).to(device)  # (B, N, D_v)
         pooled = torch.stack([p for _, p in rows]).to(device)  # (B, D_v)
         return VisionOutput(tokens=tokens, pooled=pooled)
 
-    def _put(self, key: bytes, tokens: torch.Tensor, pooled: torch.Tensor) -> None:
-        self._store[key] = (tokens.detach().to("cpu", self.store_dtype), pooled.detach().to("cpu", self.store_dtype))
+    def _put(self, key: bytes, tokens: torch.Tensor, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        row = (tokens.detach().to("cpu", self.store_dtype), pooled.detach().to("cpu", self.store_dtype))
+        self._store[key] = row
         if self.max_items is not None and len(self._store) > self.max_items:
             self._store.popitem(last=False)
+        return row
 
-    def _get(self, key: bytes) -> tuple[torch.Tensor, torch.Tensor]:
+    def _get(self, key: bytes) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if key not in self._store:
+            return None
         self._store.move_to_end(key)
         return self._store[key]
