@@ -32,3 +32,15 @@ def image_dir(tmp_path):
     for i, colour in enumerate([(200, 10, 10), (10, 200, 10), (10, 10, 200), (120, 120, 0)]):
         Image.new("RGB", (40, 40), colour).save(tmp_path / f"img{i}.png")
     return tmp_path
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny mICL model (tiny Qwen2 + CLIP + Q-Former) exported to a directory, and its dataset root."""
+    from notellm2_pl.export import build_from_config, export_model
+    from notellm2_pl.testing import write_tiny_recipe
+
+    root = tmp_path_factory.mktemp("tiny")
+    cfg, data = write_tiny_recipe(root)
+    module, model_cfg, data_cfg = build_from_config(cfg)
+    return {"export": export_model(module, model_cfg, data_cfg, root / "export"), "data": data, "root": root}

@@ -8,18 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from notellm2_pl.testing import write_tiny_recipe
 
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """A tiny mICL model exported to a directory, and its dataset root."""
-    from notellm2_pl.export import build_from_config, export_model
-
-    root = tmp_path_factory.mktemp("tiny")
-    cfg, data = write_tiny_recipe(root)
-    module, model_cfg, data_cfg = build_from_config(cfg)
-    return {"export": export_model(module, model_cfg, data_cfg, root / "export"), "data": data, "root": root}
 
 
 def test_evaluate_model_writes_table_json_csv_tb_with_probes(exported, tmp_path, capsys):

@@ -8,19 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from notellm2_pl.testing import write_tiny_recipe
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """A tiny mICL model exported to a directory, and its dataset root."""
-    from notellm2_pl.export import build_from_config, export_model
-
-    root = tmp_path_factory.mktemp("tiny")
-    cfg, data = write_tiny_recipe(root)
-    module, model_cfg, data_cfg = build_from_config(cfg)
-    return {"export": export_model(module, model_cfg, data_cfg, root / "export"), "data": data, "root": root}
-
 
 @pytest.fixture(scope="module")
 def index(exported):

@@ -1,0 +1,70 @@
+"""Epoch time with vs without the frozen-vision feature cache, on the demo configuration.
+
+Trains the demo model (tiny Qwen2-shaped LLM + frozen EfficientNet-Lite0 + Q-Former, recipes/demo.yaml settings)
+for the same ``--batches`` training steps twice per setting: a first pass (fills the cache) and a second pass (the
+one measured: what every epoch after the first costs). Data loading runs in one worker, as in the recipe.
+
+    python benchmarks/bench_feature_cache.py --batches 8
+Target (issue 6): second-pass time without cache / with cache >= 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import time
+from functools import partial
+
+
+def _pass(module, loader, batches: int, opt) -> float:
+    start = time.perf_counter()
+    for batch in itertools.islice(loader, batches):
+        loss, _ = module.compute_loss(batch)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    return time.perf_counter() - start
+
+
+def measure(cache: bool, batches: int, root: str, llm_path: str) -> tuple[float, float]:
+    """(first pass seconds, second pass seconds) for ``batches`` training steps."""
+    import torch
+
+    from notellm2_pl import registry
+    from notellm2_pl.data import NoteDataModule
+    from notellm2_pl.module import NoteLLM2Module
+    from notellm2_pl_backbones.connectors import QFormerConnector
+    from notellm2_pl_backbones.hf_llm import HFCausalLM
+
+    torch.manual_seed(0)
+    vision = registry.get("vision", "EfficientNetLite0")(image_size=128)
+    connector = partial(QFormerConnector, num_query_tokens=8, num_layers=2, hidden_size=128, num_heads=4,
+                        intermediate_size=256)
+    module = NoteLLM2Module(HFCausalLM(llm_path), vision, connector, feature_cache=cache, lr=3e-4, lr_new=1e-3)
+    module.encoder.vision.eval()
+    dm = NoteDataModule(root=root, batch_size=32, max_tokens=96, num_workers=1)
+    dm.attach(module)
+    dm.setup("fit")
+    opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-4)
+    loader = dm.train_dataloader()
+    first = _pass(module, loader, batches, opt)
+    second = _pass(module, loader, batches, opt)  # a fresh epoch over the same first batches (seeded sampler)
+    return first, second
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batches", type=int, default=8)
+    p.add_argument("--data", default="data/synthetic")
+    p.add_argument("--llm", default="data/tiny-qwen2-prior")
+    args = p.parse_args()
+    rows = {c: measure(c, args.batches, args.data, args.llm) for c in (False, True)}
+    print(f"load average at end: {os.getloadavg()}")
+    for c, (a, b) in rows.items():
+        print(f"cache={c!s:<5}  first pass {a:7.1f} s   second pass {b:7.1f} s   ({args.batches} steps of 32 pairs)")
+    print(f"second-pass speed-up from the cache: {rows[False][1] / rows[True][1]:.2f}x (target >= 2x)")
+
+
+if __name__ == "__main__":
+    main()
