@@ -95,7 +95,7 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("pkgdir", package_dir)
 
 
-def build_cli(argv: list[str], run: bool = True):
+def build_cli(argv: list[str] | None, run: bool = True):
     """Build (and by default run) the LightningCLI with plugins loaded, so short class names resolve."""
     from notellm2_pl import registry
     from notellm2_pl.data import NoteDataModule
@@ -117,6 +117,7 @@ def _usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m notellm2_pl`` and the ``notellm2`` script."""
+    from_sys_argv = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is not news
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         if problem:
             print(f"error: {problem}", file=sys.stderr)
             return 2
-        build_cli(argv)
+        build_cli(None if from_sys_argv else argv)  # None: LightningCLI reads sys.argv itself (no double-args warning)
         return 0
     import difflib
 
