@@ -33,6 +33,8 @@ from typing import Any
 
 import torch
 
+from notellm2_pl.testing import TINY_WORDS
+
 QWEN25_05B = {
     "hidden_size": 896,
     "intermediate_size": 4864,
@@ -71,25 +73,7 @@ TINY_VISION = {
     "patch_size": 8,
 }
 TINY_QFORMER = {"num_query_tokens": 4, "num_layers": 2, "hidden_size": 32, "num_heads": 2, "intermediate_size": 64}
-WORDS = [
-    "red",
-    "lamp",
-    "chair",
-    "mug",
-    "bag",
-    "shoe",
-    "dress",
-    "cake",
-    "coffee",
-    "travel",
-    "city",
-    "beach",
-    "mountain",
-    "review",
-    "best",
-    "cheap",
-    "great",
-]
+WORDS = TINY_WORDS
 
 
 def bf16_peak(device: torch.device, n: int = 8192, reps: int = 10) -> float:

@@ -22,6 +22,10 @@ TINY_CORPUS = (
     "0 1 2 3 4 5 6 7 8 9 ! ? , . : ; ' \" # @ ( ) [ ] { } < > / - _ = + * & % $ "
 ) * 4
 
+TINY_WORDS = ("red lamp chair mug bag shoe dress cake coffee travel city beach mountain review best cheap great "
+              "quality love haul today new round square blue green").split()
+"""Plain words for building random but tokenizable notes in tests and benchmarks."""
+
 _LLM_SIZES: dict[str, Any] = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                                   num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True)
 

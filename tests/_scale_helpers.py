@@ -9,34 +9,9 @@ from typing import Any
 
 import torch
 
-WORDS = [
-    "red",
-    "lamp",
-    "chair",
-    "mug",
-    "bag",
-    "shoe",
-    "dress",
-    "cake",
-    "coffee",
-    "travel",
-    "city",
-    "beach",
-    "mountain",
-    "review",
-    "best",
-    "cheap",
-    "great",
-    "quality",
-    "love",
-    "haul",
-    "today",
-    "new",
-    "round",
-    "square",
-    "blue",
-    "green",
-]
+from notellm2_pl.testing import TINY_WORDS
+
+WORDS = TINY_WORDS
 
 
 def make_ckpts(root: Path, llm_overrides: dict[str, Any] | None = None) -> dict[str, str]:
