@@ -94,6 +94,9 @@ class NoteDataModule(L.LightningDataModule):
         short_max_chars: Without subset files, a query/target is short when its raw text (title + topics +
             content, before truncation) has at most this many characters.
         long_min_chars: ... and long when it has at least this many.
+        check_images: Decode every image once at setup, so a bad file fails (or is skipped, with ``on_error=skip``)
+            before training starts. For very large catalogues ``false`` defers decoding to the loader, where a bad
+            image still raises a DataError naming the file (never a blank image); requires ``on_error=raise``.
         synthetic: If set (e.g. ``{preset: demo}``) and ``root`` has no dataset, generate the synthetic benchmark
             there first.
     """
@@ -116,9 +119,13 @@ class NoteDataModule(L.LightningDataModule):
         seed: int = 42,
         short_max_chars: int = 30,
         long_min_chars: int = 100,
+        check_images: bool = True,
         synthetic: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        if not check_images and on_error == "skip":
+            raise ValueError("data.on_error skip needs data.check_images true (bad images are found and skipped at "
+                             "setup); set one of them back.")
         self.save_hyperparameters()
         self.limits = TextLimits(title_chars, content_chars, max_tags)
         self.processor: NoteProcessor | None = None
@@ -151,7 +158,8 @@ class NoteDataModule(L.LightningDataModule):
             # issue 7: rows, pairs and (for models with a vision tower) images are checked here, at setup, so a
             # bad file fails before training starts (raise) or is skipped and counted (skip); never substituted.
             split = load_split(self.hparams.root, name, self.hparams.on_error, limits=self.limits)
-            if self.processor is None or self.processor.fmt.image_config is not None:
+            needs_images = self.processor is None or self.processor.fmt.image_config is not None
+            if needs_images and self.hparams.check_images:
                 from notellm2_pl.validation import check_images
 
                 check_images(split, self.hparams.on_error, workers=8, cache=self._image_cache)
