@@ -80,11 +80,3 @@ def test_random_flip_with_cache_is_refused(tiny_ckpts):
     with pytest.raises(ValueError, match="freeze_vision true"):
         NoteLLM2Module(HFCausalLM(tiny_ckpts["qwen2"]), CLIPVision(tiny_ckpts["clip"]), micl=False,
                        feature_cache=True, freeze_vision=False)
-
-
-def test_deferred_image_checks_need_raise_mode():
-    from notellm2_pl.data import NoteDataModule
-
-    with pytest.raises(ValueError, match="check_images true"):
-        NoteDataModule(check_images=False, on_error="skip")
-    assert NoteDataModule(check_images=False).hparams.check_images is False

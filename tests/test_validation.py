@@ -325,3 +325,11 @@ def test_empty_id_is_named(tmp_path: Path) -> None:
         load_split(root, "train")
     assert (err.value.code, err.value.where) == ("empty_id", "notes_train.csv:4")
     assert load_split(root, "train", on_error="skip").report.counts == {"empty_id": 1}
+
+
+def test_deferred_image_checks_need_raise_mode():
+    from notellm2_pl.data import NoteDataModule
+
+    with pytest.raises(ValueError, match="check_images true"):
+        NoteDataModule(check_images=False, on_error="skip")
+    assert NoteDataModule(check_images=False).hparams.check_images is False
