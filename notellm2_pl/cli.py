@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
@@ -84,7 +84,7 @@ def package_dir(name: str) -> str:
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
         raise ValueError(f"Package {name!r} is not installed. Run `bash scripts/install_extras.sh`.")
-    return str(list(spec.submodule_search_locations)[0])
+    return str(next(iter(spec.submodule_search_locations)))
 
 
 def register_resolvers() -> None:

@@ -8,7 +8,8 @@ last non-pad token and the mICL read-out the token just before the marker, both 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 import torch.nn.functional as F

@@ -86,10 +86,10 @@ class NoteProcessor:
         train_flip: Random horizontal flip (training only; evaluation is always deterministic).
     """
 
-    def __init__(self, fmt: NoteFormat, limits: TextLimits = TextLimits(), max_tokens: int = 140,
+    def __init__(self, fmt: NoteFormat, limits: TextLimits | None = None, max_tokens: int = 140,
                  probe: Probe = "full", train_flip: bool = False) -> None:
         self.fmt = fmt
-        self.limits = limits
+        self.limits = limits if limits is not None else TextLimits()
         self.max_tokens = max_tokens
         self.probe = probe
         tok = fmt.tokenizer

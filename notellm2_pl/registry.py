@@ -102,7 +102,7 @@ def get(kind: str, name: str) -> type:
     ep, info = table[name]
     try:
         cls = ep.load()
-    except Exception as err:  # noqa: BLE001 - a plugin may fail in any way; report which one and why
+    except Exception as err:  # a plugin may fail in any way: report which one and why
         raise PluginError(f"Plugin {name!r} ({info.value}, from {info.distribution}) failed to import: {err!r}") from err
     base = GROUPS[group]
     if not (isinstance(cls, type) and issubclass(cls, base)):
