@@ -7,8 +7,8 @@ last non-pad token and the mICL read-out the token just before the marker, both 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
