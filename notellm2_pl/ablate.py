@@ -10,7 +10,7 @@ recipe checks, which parse every ``recipes/**/*.yaml`` as a recipe, leave them a
     saliency_batches: 8             # 0: no saliency analysis
     sweeps: {ratio: {label: "mICL loss ratio w_t : 1", log_x: true}}
     runs:
-      - {name: basic, recipe: recipes/ablations/demo/basic.yaml}
+      - {name: basic, recipe: recipes/ablations/demo/basic.yaml, seeds: [0, 1]}   # this row's own seeds
       - {name: notellm2, recipe: recipes/ablations/demo/notellm2.yaml, sweeps: {ratio: 9}}
       - {name: ratio_1_1, recipe: recipes/ablations/demo/ratio_1_1.yaml, sweeps: {ratio: 1}, plot: false}
 
@@ -111,6 +111,8 @@ class GridRun:
         overrides: Extra fit arguments for this run.
         sweeps: ``{sweep name: x}``: the run is the point ``x`` of those sweeps.
         plot: Include in the per-variant bar plots (sweep-only runs set false).
+        seeds: This run's seeds instead of the grid's (e.g. more seeds for the headline variants); ``--seeds``
+            on the command line overrides both.
     """
 
     name: str
@@ -118,6 +120,7 @@ class GridRun:
     overrides: tuple[str, ...] = ()
     sweeps: Mapping[str, float] = field(default_factory=dict)
     plot: bool = True
+    seeds: tuple[int, ...] = ()
 
 
 @dataclass
@@ -163,11 +166,13 @@ def load_grid(name_or_path: str) -> Grid:
     raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     runs = []
     for r in raw.get("runs", []):
-        unknown = set(r) - {"name", "recipe", "overrides", "sweeps", "plot"}
+        unknown = set(r) - {"name", "recipe", "overrides", "sweeps", "plot", "seeds"}
         if unknown or "name" not in r or "recipe" not in r:
-            raise ValueError(f"{path}: each run needs name and recipe (optional: overrides, sweeps, plot); got {r}.")
+            raise ValueError(f"{path}: each run needs name and recipe (optional: overrides, sweeps, plot, seeds); "
+                             f"got {r}.")
         runs.append(GridRun(str(r["name"]), str(r["recipe"]), tuple(str(x) for x in r.get("overrides", []) or []),
-                            dict(r.get("sweeps", {}) or {}), bool(r.get("plot", True))))
+                            dict(r.get("sweeps", {}) or {}), bool(r.get("plot", True)),
+                            tuple(int(x) for x in r.get("seeds", []) or [])))
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
         raise ValueError(f"{path}: run names must be unique, got {names}.")
@@ -220,7 +225,7 @@ class RunSpec:
 
 def plan(grid: Grid, seeds: Sequence[int] | None = None, extra_overrides: Sequence[str] = (),
          only: Sequence[str] | None = None) -> list[RunSpec]:
-    """Expand a grid into run specs (grid order, then seeds)."""
+    """Expand a grid into run specs (grid order, then seeds: ``seeds``, else the run's own, else the grid's)."""
     if only:
         missing = set(only) - {r.name for r in grid.runs}
         if missing:
@@ -233,7 +238,7 @@ def plan(grid: Grid, seeds: Sequence[int] | None = None, extra_overrides: Sequen
         recipe = resolve_path(run.recipe)
         header = read_header(recipe)
         configs = tuple(os.fspath(resolve_path(b)) for b in header.base) + (os.fspath(recipe),)
-        for seed in (list(seeds) if seeds else grid.seeds):
+        for seed in (list(seeds) if seeds else list(run.seeds) or grid.seeds):
             overrides = tuple(grid.overrides) + tuple(run.overrides) + tuple(extra_overrides)
             specs.append(RunSpec(run, int(seed), configs, overrides, header.prepare))
     return specs

@@ -99,6 +99,16 @@ def test_run_names_are_deterministic(grid):
     assert "--seed_everything" in shell_lines(a[:1], Path("out"), grid)[0]
 
 
+def test_per_run_seeds(tmp_path):
+    path = tmp_path / "grid.yml"
+    path.write_text(yaml.safe_dump({"name": "g", "seeds": [0], "runs": [
+        {"name": "basic", "recipe": "recipes/ablations/demo/basic.yaml", "seeds": [0, 1]},
+        {"name": "micl", "recipe": "recipes/ablations/demo/micl.yaml"}]}))
+    grid = load_grid(str(path))
+    assert [(s.run.name, s.seed) for s in plan(grid)] == [("basic", 0), ("basic", 1), ("micl", 0)]
+    assert [(s.run.name, s.seed) for s in plan(grid, [3])] == [("basic", 3), ("micl", 3)]  # --seeds wins
+
+
 def test_grid_resume_collect_and_views(grid, tmp_path):
     out = tmp_path / "out"
     runner = FakeRunner()
