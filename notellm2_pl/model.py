@@ -106,6 +106,8 @@ class NoteEncoder(nn.Module):
             If false they must already exist (e.g. ``<|vision_start|>`` in Qwen2.5 tokenizers).
         new_token_init: ``mean`` or ``normal`` for new embedding rows.
         feature_cache: Cache the frozen vision tower's features in memory (see ``feature_cache.py``).
+        feature_cache_dir: Also keep them on disk here, so data loaders skip decoding cached images and runs share
+            them (needs ``feature_cache``).
     """
 
     def __init__(
@@ -123,9 +125,12 @@ class NoteEncoder(nn.Module):
         add_special_tokens: bool = True,
         new_token_init: Literal["mean", "normal"] = "mean",
         feature_cache: bool = False,
+        feature_cache_dir: str | None = None,
     ) -> None:
         super().__init__()
-        self.feature_cache = VisionFeatureCache() if feature_cache else None
+        if feature_cache_dir is not None and not feature_cache:
+            raise ValueError("model.feature_cache_dir needs model.feature_cache true (and a frozen vision tower).")
+        self.feature_cache = VisionFeatureCache(directory=feature_cache_dir) if feature_cache else None
         self.llm, self.vision = llm, vision
         hidden = llm.hidden_size
         self.connector = connector(vision.hidden_size, hidden) if (connector and vision) else None
@@ -177,6 +182,7 @@ class NoteEncoder(nn.Module):
             image_open_ids=self._token_ids["open"],
             image_close_ids=self._token_ids["close"],
             marker_id=self._token_ids["marker"][0] if self._token_ids["marker"] else None,
+            feature_store=self.feature_cache.store(self.vision) if self.feature_cache is not None else None,
         )
 
     def forward(self, batch: dict, output_attentions: bool = False) -> EncoderOutput:
@@ -185,7 +191,10 @@ class NoteEncoder(nn.Module):
         pooled, q = None, 0
         if self.vision is not None:
             px = batch["pixel_values"]
-            vis = self.feature_cache(self.vision, px) if self.feature_cache is not None else self.vision(px)
+            if self.feature_cache is not None:
+                vis = self.feature_cache(self.vision, px, batch.get("image_keys"), batch.get("pixels_skipped"))
+            else:
+                vis = self.vision(px)
             pooled = vis.pooled  # (B, D_v)
             if self.connector is not None:
                 visual = self.connector(vis.tokens)  # (B, Q, H)

@@ -72,6 +72,9 @@ class NoteLLM2Module(L.LightningModule):
         test_ks: K values of the test Recall@K (on all pair files of the test split).
         feature_cache: Cache the frozen vision tower's features in memory, so later epochs skip the tower. Needs a
             frozen tower and deterministic transforms (``--data.train_flip false``).
+        feature_cache_dir: Also keep the cached features on disk in this folder (one small file per image, keyed
+            by the image file's identity, the preprocessing and the tower's weights): data-loader workers then skip
+            decoding cached images, and runs over the same images share the features. Needs ``feature_cache``.
         grad_cache_chunk: GradCache (``notellm2_pl.gradcache``): encode the batch in chunks of this many notes, so
             a large contrastive batch fits in memory; switches to manual optimisation. None: off.
         manual_clip_val: Gradient-norm clipping in the GradCache path (set ``trainer.gradient_clip_val: null``
@@ -108,14 +111,16 @@ class NoteLLM2Module(L.LightningModule):
         val_ks: tuple[int, ...] = (10, 100),
         test_ks: tuple[int, ...] = (10, 20, 50, 100, 1000),
         feature_cache: bool = False,
+        feature_cache_dir: str | None = None,
         grad_cache_chunk: int | None = None,
         manual_clip_val: float | None = 1.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["llm", "vision", "connector"])
+        has_vision = vision is not None
         self.encoder = NoteEncoder(llm, vision, connector, micl, late_fusion, embed_dim, prompt_preset,
                                    splice_mode, tuple(image_tokens), marker_token, add_special_tokens, new_token_init,
-                                   feature_cache and vision is not None)
+                                   feature_cache and has_vision, feature_cache_dir if has_vision else None)
         if feature_cache and not freeze_vision:
             raise ValueError("model.feature_cache needs a frozen vision tower: set model.freeze_vision true.")
         self.tau = nn.Parameter(torch.tensor(float(tau_init)), requires_grad=learn_tau)

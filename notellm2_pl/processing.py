@@ -6,7 +6,9 @@ the data side decides the text limits and probes. The processor is the only plac
 Batch keys (defined once, here): ``input_ids (B, L)``, ``attention_mask (B, L)``, ``image_pos (B,)`` (index in
 ``input_ids`` where the visual tokens are inserted, -1 when none), ``marker_pos (B,)`` (index of the mICL marker
 token, -1 when none), ``pixel_values (B, 3, S, S)`` (absent for text-only models), ``note_hash (B,)`` (int64 hash of
-the note id, for same-note masking), ``note_ids`` (list of str).
+the note id, for same-note masking), ``note_ids`` (list of str). With an on-disk feature store
+(:mod:`notellm2_pl.feature_cache`) also ``image_keys`` (list of str: the image file key, ``""`` for none) and
+``pixels_skipped (B,)`` (bool: features stored, image not decoded, its ``pixel_values`` row is zeros).
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from typing import Any
 import torch
 
 from notellm2_pl.datasets import DataError, Note
+from notellm2_pl.feature_cache import FeatureStore, image_file_key
 from notellm2_pl.interfaces import ImageConfig
 from notellm2_pl.prompts import Probe, TextLimits, clean_fields, render, suffix
 
-KEYS = ("input_ids", "attention_mask", "image_pos", "marker_pos", "pixel_values", "note_hash", "note_ids")
+KEYS = ("input_ids", "attention_mask", "image_pos", "marker_pos", "pixel_values", "note_hash", "note_ids",
+        "image_keys", "pixels_skipped")
 
 
 @dataclass
@@ -36,6 +40,8 @@ class NoteFormat:
         image_open_ids: Token ids placed before the visual tokens (insert mode), empty in replace mode.
         image_close_ids: Token ids placed after the visual tokens.
         marker_id: The mICL marker token id (``variant == "micl"``), else None.
+        feature_store: On-disk store of the frozen tower's features: images whose features it holds are not
+            decoded (:mod:`notellm2_pl.feature_cache`). None: always decode.
     """
 
     tokenizer: Any
@@ -45,6 +51,7 @@ class NoteFormat:
     image_open_ids: list[int]
     image_close_ids: list[int]
     marker_id: int | None
+    feature_store: FeatureStore | None = None
 
 
 def note_hash(note_id: str) -> int:
@@ -130,18 +137,22 @@ class NoteProcessor:
         item: dict[str, Any] = {"input_ids": ids, "image_pos": image_pos, "marker_pos": marker_pos,
                                 "note_id": note.note_id}
         if self.fmt.image_config is not None:
-            item["pixel_values"] = self._pixels(note, train)
+            item.update(self._pixels(note, train))
         return item
 
-    def _pixels(self, note: Note, train: bool) -> torch.Tensor:
+    def _pixels(self, note: Note, train: bool) -> dict[str, Any]:
         size = self.fmt.image_config.size
+        store = self.fmt.feature_store
         if self.probe == "only_text":
-            return torch.zeros(3, size, size)
+            return {"pixel_values": torch.zeros(3, size, size), "image_key": "", "pixels_skipped": False}
         if note.image is None:
             raise DataError(f"Note {note.note_id} has no image. Every note needs one image in this version; "
                             f"drop such notes or pass --data.on_error skip.")
+        key = image_file_key(note.image, self.fmt.image_config) if store is not None else ""
+        if key and store.has(key):  # features on disk: skip decoding (the model reads them by key)
+            return {"pixel_values": torch.zeros(3, size, size), "image_key": key, "pixels_skipped": True}
         tf = self._train_tf if train else self._eval_tf
-        return tf(load_image(note.image))
+        return {"pixel_values": tf(load_image(note.image)), "image_key": key, "pixels_skipped": False}
 
 
 def _adds_bos(tok: Any) -> bool:
@@ -169,7 +180,10 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
         "note_ids": [it["note_id"] for it in items],
     }
     if "pixel_values" in items[0]:
-        batch["pixel_values"] = torch.stack([it["pixel_values"] for it in items])
+        batch["pixel_values"] = torch.stack([it["pixel_values"] for it in items])  # (B, 3, S, S)
+        if any(it["image_key"] for it in items):
+            batch["image_keys"] = [it["image_key"] for it in items]
+            batch["pixels_skipped"] = torch.tensor([it["pixels_skipped"] for it in items], dtype=torch.bool)
     return batch
 
 

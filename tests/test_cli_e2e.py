@@ -22,7 +22,8 @@ def test_demo_recipe_trains_logs_and_tests(tmp_path, tiny_ckpts):
               "--data.batch_size", "4", "--data.val_pool_extra", "20",
               "--model.llm.init_args.pretrained", tiny_ckpts["qwen2"], "--model.vision", vision,
               "--model.connector.init_args.hidden_size", "32", "--model.connector.init_args.num_heads", "2",
-              "--trainer.logger.init_args.save_dir", str(runs), "--trainer.default_root_dir", str(runs)]
+              "--trainer.logger.init_args.save_dir", str(runs), "--trainer.default_root_dir", str(runs),
+              "--model.feature_cache_dir", str(tmp_path / "features")]
     ckpt_dir = runs / "ckpt"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     fit = subprocess.run([sys.executable, "-m", "notellm2_pl", "fit", *common, "--trainer.max_steps", "6", "--trainer.val_check_interval", "3",
@@ -31,6 +32,7 @@ def test_demo_recipe_trains_logs_and_tests(tmp_path, tiny_ckpts):
     assert fit.returncode == 0, fit.stderr[-4000:]
     assert "val/R@10" in fit.stdout and "val/chance@10" in fit.stdout
     assert list(runs.rglob("events.out.tfevents.*")), "TensorBoard logs are written by default"
+    assert len(list((tmp_path / "features").glob("*/*.pt"))) >= 20, "the frozen tower's features are stored on disk"
     best = ckpt_dir / "best.ckpt"
     assert best.exists()
     test = subprocess.run([sys.executable, "-m", "notellm2_pl", "test", *common, "--ckpt_path", str(best)],

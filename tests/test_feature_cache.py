@@ -68,10 +68,11 @@ def test_lru_bound(tower):
 
 
 def test_random_flip_with_cache_is_refused(tiny_ckpts):
-    from notellm2_pl.data import NoteDataModule
-    from notellm2_pl.module import NoteLLM2Module
     from notellm2_pl_backbones.hf_llm import HFCausalLM
     from notellm2_pl_backbones.hf_vision import CLIPVision
+
+    from notellm2_pl.data import NoteDataModule
+    from notellm2_pl.module import NoteLLM2Module
 
     module = NoteLLM2Module(HFCausalLM(tiny_ckpts["qwen2"]), CLIPVision(tiny_ckpts["clip"]), micl=False,
                             feature_cache=True)
@@ -80,3 +81,91 @@ def test_random_flip_with_cache_is_refused(tiny_ckpts):
     with pytest.raises(ValueError, match="freeze_vision true"):
         NoteLLM2Module(HFCausalLM(tiny_ckpts["qwen2"]), CLIPVision(tiny_ckpts["clip"]), micl=False,
                        feature_cache=True, freeze_vision=False)
+
+
+# ------------------------------------------------------------------------------------------ on-disk level
+def _disk_module(tiny_ckpts, cache_dir):
+    from functools import partial
+
+    from notellm2_pl_backbones.connectors import MLPConnector
+    from notellm2_pl_backbones.hf_llm import HFCausalLM
+    from notellm2_pl_backbones.hf_vision import CLIPVision
+
+    from notellm2_pl.module import NoteLLM2Module
+
+    torch.manual_seed(0)
+    module = NoteLLM2Module(HFCausalLM(tiny_ckpts["qwen2"]), CLIPVision(tiny_ckpts["clip"]),
+                            partial(MLPConnector, num_tokens_out=2), feature_cache=True,
+                            feature_cache_dir=str(cache_dir))
+    module.encoder.vision.eval()
+    return module.eval()
+
+
+def _notes(image_dir):
+    from notellm2_pl.datasets import Note
+
+    return [Note(f"n{i}", f"title {i}", ["tag"], "some content", str(image_dir / f"img{i}.png")) for i in range(3)]
+
+
+def _batch(module, notes):
+    from notellm2_pl.processing import NoteProcessor, collate
+
+    processor = NoteProcessor(module.note_format(), max_tokens=64)  # built like a data-loader worker's copy
+    return collate([processor(n) for n in notes])
+
+
+def test_disk_store_skips_decoding_and_serves_identical_features(tiny_ckpts, image_dir, tmp_path):
+    module = _disk_module(tiny_ckpts, tmp_path / "feat")
+    notes = _notes(image_dir)
+    first = _batch(module, notes)
+    assert not first["pixels_skipped"].any() and all(first["image_keys"])
+    with torch.no_grad():
+        ref = module.encoder(first).e_m
+    store = module.encoder.note_format().feature_store
+    assert all(store.has(k) for k in first["image_keys"])
+
+    again = _batch(module, notes)  # a later epoch: the images are not decoded
+    assert again["pixels_skipped"].all() and not again["pixel_values"].any()
+    fresh = _disk_module(tiny_ckpts, tmp_path / "feat")  # another run sharing the folder: reads the disk level
+    with torch.no_grad():
+        torch.testing.assert_close(module.encoder(again).e_m, ref)
+        torch.testing.assert_close(fresh.encoder(again).e_m, ref)
+    assert fresh.encoder.feature_cache.misses == 0 and fresh.encoder.feature_cache.hits == 3
+
+
+def test_disk_keys_follow_file_transform_and_weights(tiny_ckpts, image_dir, tmp_path):
+    import dataclasses
+    import os
+
+    from notellm2_pl.feature_cache import image_file_key
+
+    module = _disk_module(tiny_ckpts, tmp_path / "feat")
+    notes = _notes(image_dir)
+    with torch.no_grad():
+        module.encoder(_batch(module, notes))
+    cfg = module.encoder.vision.image_config
+    key = image_file_key(notes[0].image, cfg)
+    assert image_file_key(notes[0].image, dataclasses.replace(cfg, size=cfg.size * 2)) != key  # other transform
+    st = os.stat(notes[0].image)
+    os.utime(notes[0].image, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the image file was replaced
+    assert image_file_key(notes[0].image, cfg) != key
+    assert _batch(module, notes)["pixels_skipped"].tolist() == [False, True, True]
+
+    old_store = module.encoder.note_format().feature_store
+    stale = _batch(module, notes[1:])  # built while the old weights were current
+    with torch.no_grad():
+        for p in module.encoder.vision.parameters():
+            p.add_(0.1)
+    assert module.encoder.note_format().feature_store.namespace != old_store.namespace
+    with pytest.raises(FeatureCacheError, match="Restart the run"):
+        module.encoder(stale)
+
+
+def test_feature_cache_dir_needs_feature_cache(tiny_ckpts, tmp_path):
+    from notellm2_pl_backbones.hf_llm import HFCausalLM
+    from notellm2_pl_backbones.hf_vision import CLIPVision
+
+    from notellm2_pl.module import NoteLLM2Module
+
+    with pytest.raises(ValueError, match="feature_cache true"):
+        NoteLLM2Module(HFCausalLM(tiny_ckpts["qwen2"]), CLIPVision(tiny_ckpts["clip"]), feature_cache_dir=str(tmp_path))
