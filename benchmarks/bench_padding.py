@@ -3,8 +3,9 @@
 Tokenizes every training pair of a dataset exactly as the training loader does (template, truncation to
 ``--max-tokens``, suffix; the mICL variant with image tags and marker), then simulates epochs of random batches of
 ``--batch`` pairs (``[queries; targets]``, right-padded to the longest note) and reports the mean pad fraction of the
-LLM input. Visual tokens (``--visual-tokens``, never padding) are added to every row. Bucketing: pairs sorted by
-length inside pools of ``--pool`` batches, cut into batches, batches shuffled (the usual "sortish" sampler).
+LLM input. Visual tokens (``--visual-tokens``, never padding) are added to every row. Bucketing is the library's
+(``--data.length_bucketing POOL``, ``notellm2_pl.sampling.bucket_order``): pairs sorted by token length inside pools
+of ``--pool`` batches, cut into batches, batches shuffled (the usual "sortish" sampler).
 
 Note for contrastive training: bucketing changes which notes meet as negatives (similar lengths together),
 a bias in the negative distribution; weigh it against the saved compute.
@@ -56,16 +57,13 @@ def random_batches(n: int, b: int, rng: random.Random) -> list[np.ndarray]:
     return [np.array(order[i:i + b]) for i in range(0, n - b + 1, b)]
 
 
-def bucketed_batches(lengths: np.ndarray, b: int, pool: int, rng: random.Random) -> list[np.ndarray]:
-    order = list(range(len(lengths)))
+def bucketed_batches(key: np.ndarray, b: int, pool: int, rng: random.Random) -> list[np.ndarray]:
+    from notellm2_pl.sampling import bucket_order
+
+    order = list(range(len(key)))
     rng.shuffle(order)
-    out = []
-    key = lengths.max(1)
-    for s in range(0, len(order), b * pool):
-        chunk = sorted(order[s:s + b * pool], key=lambda i: key[i])
-        out += [np.array(chunk[i:i + b]) for i in range(0, len(chunk) - b + 1, b)]
-    rng.shuffle(out)
-    return out
+    flat = bucket_order(order, key.tolist(), b, pool, seed=rng.randrange(1 << 30))
+    return [np.array(flat[i:i + b]) for i in range(0, len(flat) - b + 1, b)]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -86,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, vis in (("text_only", 0), ("with_visual", args.visual_tokens)):
         rand = np.mean([pad_fraction(random_batches(len(lengths), args.batch, rng), lengths, vis)
                         for _ in range(args.epochs)])
-        buck = np.mean([pad_fraction(bucketed_batches(lengths, args.batch, args.pool, rng), lengths, vis)
+        buck = np.mean([pad_fraction(bucketed_batches(lengths.max(1), args.batch, args.pool, rng), lengths, vis)
                         for _ in range(args.epochs)])
         res[f"pad_fraction_random_{name}"] = round(float(rand), 4)
         res[f"pad_fraction_bucketed_{name}"] = round(float(buck), 4)

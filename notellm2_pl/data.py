@@ -97,6 +97,10 @@ class NoteDataModule(L.LightningDataModule):
         check_images: Decode every image once at setup, so a bad file fails (or is skipped, with ``on_error=skip``)
             before training starts. For very large catalogues ``false`` defers decoding to the loader, where a bad
             image still raises a DataError naming the file (never a blank image); requires ``on_error=raise``.
+        length_bucketing: Training batches of similar-length pairs, sorted within pools of this many batches of
+            the shuffled order (0: off, the default; ``notellm2_pl.sampling.bucket_order``). Pads less, but similar-
+            length notes then meet more often as in-batch negatives: measure on your data
+            (``benchmarks/bench_padding.py``) before turning it on.
         synthetic: If set (e.g. ``{preset: demo}``) and ``root`` has no dataset, generate the synthetic benchmark
             there first.
     """
@@ -120,6 +124,7 @@ class NoteDataModule(L.LightningDataModule):
         short_max_chars: int = 30,
         long_min_chars: int = 100,
         check_images: bool = True,
+        length_bucketing: int = 0,
         synthetic: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -201,9 +206,14 @@ class NoteDataModule(L.LightningDataModule):
         # issue 7: seeded shuffle whose position and RNG states are saved in checkpoints (exact mid-epoch resume)
         from notellm2_pl.sampling import resumable_loader
 
-        nw = self.hparams.num_workers
-        return resumable_loader(ds, self.trainer, self.hparams.batch_size, self.hparams.seed, collate_fn=collate_pairs,
-                                drop_last=True, num_workers=nw, persistent_workers=nw > 0)
+        nw, pool = self.hparams.num_workers, self.hparams.length_bucketing
+        lengths = None
+        if pool:  # exact token lengths (one tokenisation pass); a pair pads to its longer note
+            size = {k: len(self.processor.tokenize(n)[0]) for k, n in split.notes.items()}
+            lengths = [max(size[q], size[t]) for q, t in split.pairs["all"]]
+        return resumable_loader(ds, self.trainer, self.hparams.batch_size, self.hparams.seed, lengths=lengths,
+                                bucket_pool=pool, collate_fn=collate_pairs, drop_last=True, num_workers=nw,
+                                persistent_workers=nw > 0)
 
     def val_dataloader(self) -> DataLoader:
         ds = NoteDataset(self.val_pool_ids, self._split("train").notes, self.processor)

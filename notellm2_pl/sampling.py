@@ -17,13 +17,17 @@ Limits: data-side randomness must not draw from the global RNG for the resume to
 ``train_flip: false`` draws nothing; the random flip draws from it in the loader, so with ``train_flip: true`` the
 order is exact but flips may differ after a resume). The shuffle is :class:`torch.utils.data.DistributedSampler`'s
 (seed + epoch), so the order does not depend on the number of workers.
+
+Optional length bucketing (``data.length_bucketing``): within pools of that many batches of the shuffled order,
+pairs are sorted by length and cut into batches, and the batches of the epoch are shuffled (:func:`bucket_order`), so
+a batch pads less. It is a pure function of (seed, epoch), so resume stays exact.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -45,19 +49,47 @@ class ResumableSampler(DistributedSampler):
         rank: This rank.
         shuffle: Shuffle with ``torch.Generator().manual_seed(seed + epoch)``.
         seed: Shuffle seed (the same on every rank).
+        lengths: Per-sample length (any monotone proxy of the padded length), for bucketing.
+        batch_size: Batch size per rank (bucketing cuts batches of this size).
+        bucket_pool: Sort by length within pools of this many batches (0: no bucketing).
     """
 
     def __init__(self, dataset: Dataset, num_replicas: int = 1, rank: int = 0, shuffle: bool = True,
-                 seed: int = 0) -> None:
+                 seed: int = 0, lengths: Sequence[int] | None = None, batch_size: int = 1,
+                 bucket_pool: int = 0) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
+        if bucket_pool and (lengths is None or len(lengths) != len(dataset)):
+            raise ValueError("Length bucketing needs one length per sample.")
+        self.lengths, self.batch_size, self.bucket_pool = lengths, batch_size, bucket_pool
         self.skip = 0  # samples of ``self.epoch`` (this rank) to skip on the next iteration only
 
     def __iter__(self) -> Iterator[int]:
         indices = list(super().__iter__())
+        if self.bucket_pool:
+            indices = bucket_order(indices, self.lengths, self.batch_size, self.bucket_pool,
+                                   seed=self.seed + self.epoch)
         skip, self.skip = self.skip, 0
         return iter(indices[skip:])
 
     # __len__ stays the full epoch: Lightning counts the resumed epoch's batches from its restored progress.
+
+
+def bucket_order(order: Sequence[int], lengths: Sequence[int], batch_size: int, pool: int, seed: int) -> list[int]:
+    """Reorder ``order`` so consecutive ``batch_size`` chunks hold samples of similar length.
+
+    The shuffled ``order`` is cut into pools of ``pool`` batches; each pool is sorted by length and cut into
+    batches; all full batches of the epoch are shuffled (``random.Random(seed)``) and the leftover samples (fewer than
+    one batch) go last, where ``drop_last`` drops them as it would without bucketing. Larger pools pad less, but
+    similar-length notes meet more often as in-batch negatives.
+    """
+    batches, rest = [], []
+    for start in range(0, len(order), batch_size * pool):
+        chunk = sorted(order[start:start + batch_size * pool], key=lambda i: lengths[i])
+        full = len(chunk) - len(chunk) % batch_size
+        batches += [chunk[i:i + batch_size] for i in range(0, full, batch_size)]
+        rest += chunk[full:]
+    random.Random(seed).shuffle(batches)
+    return [i for b in batches for i in b] + rest
 
 
 class ResumableDataLoader(DataLoader):
@@ -126,6 +158,7 @@ def trainer_progress(trainer: Any) -> Progress:
 
 
 def resumable_loader(dataset: Dataset, trainer: Any | None, batch_size: int, seed: int, shuffle: bool = True,
+                     lengths: Sequence[int] | None = None, bucket_pool: int = 0,
                      **kwargs: Any) -> ResumableDataLoader:
     """The training loader: seeded shuffle sharded by the trainer's world size, resumable mid-epoch.
 
@@ -135,10 +168,13 @@ def resumable_loader(dataset: Dataset, trainer: Any | None, batch_size: int, see
         batch_size: Batch size per rank.
         seed: Shuffle seed.
         shuffle: Shuffle (else dataset order).
+        lengths: Per-sample lengths for bucketing.
+        bucket_pool: Length bucketing within pools of this many batches (0: off; :func:`bucket_order`).
         **kwargs: More ``DataLoader`` arguments (``collate_fn``, ``drop_last``, ``num_workers``, ...).
     """
     world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-    sampler = ResumableSampler(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed)
+    sampler = ResumableSampler(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed, lengths=lengths,
+                               batch_size=batch_size, bucket_pool=bucket_pool)
     progress = trainer_progress(trainer) if trainer is not None else None
     return ResumableDataLoader(dataset, sampler, progress, batch_size=batch_size, **kwargs)
 
