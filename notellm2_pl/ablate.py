@@ -27,7 +27,8 @@ Each run is, as subprocesses, in its own folder ``<out>/<run id>``:
 4. a marker ``done.json`` with the run's hyperparameters and final metrics.
 
 Run ids are deterministic: ``<name>-s<seed>-<hash of recipe path, overrides and seed>``. A run with a marker is
-never retrained (resume = run the same command again); a run folder without one is cleared and redone, except that
+never retrained (resume = run the same command again; if its recipe files' content changed since it finished, a
+warning says so and names the folder to delete); a run folder without one is cleared and redone, except that
 a run whose evaluation results already exist (e.g. from ``--print-commands`` jobs on a cluster) is only collected.
 
 Outputs under ``<out>`` (default ``runs/ablations/<grid>``): ``summary.md`` / ``summary.csv`` (variant x subset x
@@ -222,6 +223,12 @@ class RunSpec:
         key = json.dumps([Path(self.run.recipe).as_posix(), list(self.overrides), self.seed])
         return f"{self.run.name}-s{self.seed}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
 
+    @property
+    def recipe_sha(self) -> str:
+        """Hash of the merged recipe files' content (comments excluded): a finished run whose recipe changed warns."""
+        merged = json.dumps(_merged_yaml(self.configs), sort_keys=True, default=str)
+        return hashlib.sha1(merged.encode()).hexdigest()[:12]
+
 
 def plan(grid: Grid, seeds: Sequence[int] | None = None, extra_overrides: Sequence[str] = (),
          only: Sequence[str] | None = None) -> list[RunSpec]:
@@ -377,7 +384,11 @@ def run_one(spec: RunSpec, out_dir: Path, grid: Grid, runner: Runner = subproces
     marker = run_dir / MARKER
     if marker.exists():
         log.info("%s: done, skipping (delete %s to redo it).", spec.run_id, marker)
-        return json.loads(marker.read_text(encoding="utf-8"))
+        done = json.loads(marker.read_text(encoding="utf-8"))
+        if done.get("recipe_sha", spec.recipe_sha) != spec.recipe_sha:
+            log.warning("%s: its recipe files changed since it finished; the finished run is kept. Delete %s to "
+                        "redo it with the current recipe.", spec.run_id, run_dir)
+        return done
     t0 = time.time()
     results = run_dir / "eval" / "results.json"
     if collect_only and not (results.exists() and find_checkpoint(run_dir) and find_config(run_dir)):
@@ -424,7 +435,7 @@ def run_one(spec: RunSpec, out_dir: Path, grid: Grid, runner: Runner = subproces
         log.info("%s: saliency over %d batches", spec.run_id, grid.saliency_batches)
         if runner(saliency_command(ckpt, config, run_dir, grid, spec.run.name), run_dir / "saliency.log") != 0:
             log.warning("%s: saliency failed (the run still counts); see %s", spec.run_id, run_dir / "saliency.log")
-    record = build_record(spec, run_dir, cfg, ckpt, time.time() - t0)
+    record = {**build_record(spec, run_dir, cfg, ckpt, time.time() - t0), "recipe_sha": spec.recipe_sha}
     from notellm2_pl.atomic import atomic_write_text
 
     atomic_write_text(marker, json.dumps(record, indent=1))
@@ -470,7 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "(HParams tab = ablation table; custom scalars = Recall@K by subset). Arguments after `--` are "
                     "extra fit overrides for every run (they become part of the run names).",
         epilog="Examples:\n"
-               "  python -m notellm2_pl ablate --grid demo --seeds 0 1\n"
+               "  python -m notellm2_pl ablate --grid demo                 # the grid's own seeds (per run or grid)\n"
+               "  python -m notellm2_pl ablate --grid demo --seeds 0 1 2   # every run with these seeds\n"
                "  python -m notellm2_pl ablate --grid quick -- --trainer.max_steps 20 --trainer.val_check_interval 10\n"
                "  python -m notellm2_pl ablate --grid paper --print-commands > jobs.sh     # one line per run\n"
                "  python -m notellm2_pl ablate --grid paper --report-only                  # after the jobs\n"

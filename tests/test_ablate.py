@@ -109,6 +109,26 @@ def test_per_run_seeds(tmp_path):
     assert [(s.run.name, s.seed) for s in plan(grid, [3])] == [("basic", 3), ("micl", 3)]  # --seeds wins
 
 
+def test_finished_run_whose_recipe_changed_warns(tmp_path, caplog):
+    base = Path("recipes/ablations/demo/base.yaml").resolve()
+    recipe = tmp_path / "variant.yaml"
+    recipe.write_text(f"# base: {base}\n# changes: model.micl\nmodel:\n  micl: false\n")
+    path = tmp_path / "grid.yml"
+    path.write_text(yaml.safe_dump({"name": "g", "runs": [{"name": "basic", "recipe": str(recipe)}]}))
+    grid = load_grid(str(path))
+    out, runner = tmp_path / "out", FakeRunner()
+    first = run_one(plan(grid)[0], out, grid, runner)
+    recipe.write_text(recipe.read_text() + "# a comment is not a change\n")
+    with caplog.at_level("WARNING"):
+        assert run_one(plan(grid)[0], out, grid, runner) == first
+    assert "changed" not in caplog.text
+    recipe.write_text(recipe.read_text().replace("micl: false", "micl: true"))
+    runner.calls.clear()
+    with caplog.at_level("WARNING"):
+        assert run_one(plan(grid)[0], out, grid, runner) == first  # kept, never silently retrained...
+    assert runner.calls == [] and "recipe files changed" in caplog.text  # ...but the user is told
+
+
 def test_grid_resume_collect_and_views(grid, tmp_path):
     out = tmp_path / "out"
     runner = FakeRunner()
