@@ -277,7 +277,7 @@ def load_exported(path: str | os.PathLike[str], device: str | torch.device = "cp
 
     path = Path(path)
     cfg = read_export_config(path)
-    model_cfg = {**cfg["model"], "feature_cache": False}
+    model_cfg = {**cfg["model"], "feature_cache": False, "feature_cache_dir": None}  # serving: no cache writes
     module = build_from_dicts(model_cfg, cfg.get("data"))
     state = load_file(str(path / cfg["weights"]))
     rows = state.pop("_added_rows", None)

@@ -148,11 +148,19 @@ class NoteProcessor:
         if note.image is None:
             raise DataError(f"Note {note.note_id} has no image. Every note needs one image in this version; "
                             f"drop such notes or pass --data.on_error skip.")
-        key = image_file_key(note.image, self.fmt.image_config) if store is not None else ""
+        key = _file_key(note.image, self.fmt.image_config) if store is not None else ""
         if key and store.has(key):  # features on disk: skip decoding (the model reads them by key)
             return {"pixel_values": torch.zeros(3, size, size), "image_key": key, "pixels_skipped": True}
         tf = self._train_tf if train else self._eval_tf
         return {"pixel_values": tf(load_image(note.image)), "image_key": key, "pixels_skipped": False}
+
+
+def _file_key(path: str, cfg: ImageConfig) -> str:
+    """The image's feature-store key, or "" when the file cannot be read (decoding then raises a DataError)."""
+    try:
+        return image_file_key(path, cfg)
+    except OSError:
+        return ""
 
 
 def _adds_bos(tok: Any) -> bool:

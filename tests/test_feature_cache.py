@@ -169,3 +169,11 @@ def test_feature_cache_dir_needs_feature_cache(tiny_ckpts, tmp_path):
 
     with pytest.raises(ValueError, match="feature_cache true"):
         NoteLLM2Module(HFCausalLM(tiny_ckpts["qwen2"]), CLIPVision(tiny_ckpts["clip"]), feature_cache_dir=str(tmp_path))
+
+
+def test_missing_image_with_store_is_a_data_error(tiny_ckpts, image_dir, tmp_path):
+    from notellm2_pl.datasets import DataError, Note
+
+    module = _disk_module(tiny_ckpts, tmp_path / "feat")
+    with pytest.raises(DataError, match="gone.png"):
+        _batch(module, [Note("n9", "t", [], "c", str(image_dir / "gone.png"))])
