@@ -155,7 +155,7 @@ class VisionFeatureCache:
             pixels_skipped: ``(B,)`` bool: the data side found the row's features on disk and did not decode it.
         """
         namespace = self._check(vision)
-        store = self.store(vision)
+        store = None if self.directory is None else FeatureStore(self.directory, namespace)
         b = pixel_values.shape[0]
         file_keys = list(image_keys) if image_keys is not None else [""] * b
         pixel_keys = self._pixel_keys(pixel_values) if "" in file_keys else file_keys  # hash only when needed
