@@ -7,6 +7,7 @@ no cache; the in-memory cache (``model.feature_cache``: the tower is skipped, im
 store (``model.feature_cache_dir``: cached images are not decoded either), and a second run sharing that store.
 
     python benchmarks/bench_feature_cache.py --batches 8
+    python benchmarks/bench_feature_cache.py --batches 8 --compile   # model.compile_llm: true in every setting
 Target (issue 6): second-pass time without cache / with cache >= 2.
 """
 
@@ -30,7 +31,8 @@ def _pass(module, loader, batches: int, opt) -> float:
     return time.perf_counter() - start
 
 
-def measure(cache: bool, batches: int, root: str, llm_path: str, cache_dir: str | None = None) -> tuple[float, float]:
+def measure(cache: bool, batches: int, root: str, llm_path: str, cache_dir: str | None = None,
+            compile_llm: bool = False) -> tuple[float, float]:
     """(first pass seconds, second pass seconds) for ``batches`` training steps."""
     import torch
     from notellm2_pl_backbones.connectors import QFormerConnector
@@ -45,7 +47,7 @@ def measure(cache: bool, batches: int, root: str, llm_path: str, cache_dir: str 
     connector = partial(QFormerConnector, num_query_tokens=8, num_layers=2, hidden_size=128, num_heads=4,
                         intermediate_size=256)
     module = NoteLLM2Module(HFCausalLM(llm_path), vision, connector, feature_cache=cache, feature_cache_dir=cache_dir,
-                            lr=3e-4, lr_new=1e-3)
+                            lr=3e-4, lr_new=1e-3, compile_llm=compile_llm)
     module.encoder.vision.eval()
     dm = NoteDataModule(root=root, batch_size=32, max_tokens=96, num_workers=1)
     dm.attach(module)
@@ -62,13 +64,17 @@ def main() -> None:
     p.add_argument("--batches", type=int, default=8)
     p.add_argument("--data", default="data/synthetic")
     p.add_argument("--llm", default="data/tiny-qwen2-prior")
+    p.add_argument("--compile", action="store_true", help="model.compile_llm: true in every setting (inductor)")
     args = p.parse_args()
+    run = partial(measure, batches=args.batches, root=args.data, llm_path=args.llm, compile_llm=args.compile)
+    if args.compile:
+        run(False, batches=2)  # warm inductor's on-disk kernel cache, so no setting pays the compilation
     with tempfile.TemporaryDirectory() as tmp:
-        rows = {"no cache": measure(False, args.batches, args.data, args.llm),
-                "memory (feature_cache)": measure(True, args.batches, args.data, args.llm),
-                "disk (feature_cache_dir)": measure(True, args.batches, args.data, args.llm, tmp),
-                "disk, 2nd run, same store": measure(True, args.batches, args.data, args.llm, tmp)}
-    print(f"load average at end: {os.getloadavg()}")
+        rows = {"no cache": run(False),
+                "memory (feature_cache)": run(True),
+                "disk (feature_cache_dir)": run(True, cache_dir=tmp),
+                "disk, 2nd run, same store": run(True, cache_dir=tmp)}
+    print(f"load average at end: {os.getloadavg()}; compile_llm: {args.compile}")
     print(f"| setting | first pass (s) | second pass (s) | speed-up of later epochs |  ({args.batches} steps of 32 pairs)")
     base = rows["no cache"][1]
     for name, (a, b) in rows.items():

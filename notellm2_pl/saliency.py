@@ -168,8 +168,14 @@ def image_region(encoder: Any, batch: Mapping[str, Any], out: Any) -> tuple[torc
 # ------------------------------------------------------------------------------------------------ model side
 @contextlib.contextmanager
 def _attention_in_graph(module: torch.nn.Module) -> Iterator[None]:
-    """Eval mode and every parameter marked trainable (so the attention maps have a graph); restored on exit."""
-    flags = [(p, p.requires_grad) for p in module.parameters()]
+    """Eval mode and every parameter marked trainable (so the attention maps have a graph); restored on exit.
+
+    The vision tower is left as it is: its features enter the LLM as inputs, so the attention maps have a graph
+    without it, and a frozen tower keeps serving the feature cache.
+    """
+    vision = getattr(getattr(module, "encoder", None), "vision", None)
+    tower = {id(p) for p in vision.parameters()} if vision is not None else set()
+    flags = [(p, p.requires_grad) for p in module.parameters() if id(p) not in tower]
     was_training = module.training
     module.eval()
     try:

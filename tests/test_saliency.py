@@ -23,7 +23,7 @@ from notellm2_pl.saliency import (
 )
 
 
-def _module(tiny_ckpts, micl=True, late_fusion=True, splice_mode="insert", kind="qwen2"):
+def _module(tiny_ckpts, micl=True, late_fusion=True, splice_mode="insert", kind="qwen2", **kwargs):
     from notellm2_pl_backbones.connectors import QFormerConnector
     from notellm2_pl_backbones.hf_llm import HFCausalLM
     from notellm2_pl_backbones.hf_vision import CLIPVision
@@ -34,7 +34,7 @@ def _module(tiny_ckpts, micl=True, late_fusion=True, splice_mode="insert", kind=
     conn = partial(QFormerConnector, num_query_tokens=3, num_layers=2, hidden_size=32, num_heads=2,
                    intermediate_size=64)
     return NoteLLM2Module(HFCausalLM(tiny_ckpts[kind]), CLIPVision(tiny_ckpts["clip"]), conn, micl=micl,
-                          late_fusion=late_fusion, embed_dim=16, splice_mode=splice_mode).eval()
+                          late_fusion=late_fusion, embed_dim=16, splice_mode=splice_mode, **kwargs).eval()
 
 
 def _pair_batch(module, image_dir, n_pairs=3):
@@ -72,6 +72,20 @@ def test_saliency_equals_direct_autograd(tiny_ckpts, image_dir, micl):
     assert direct.abs().sum() > 0
     torch.testing.assert_close(mats[layer], direct.detach(), rtol=1e-4, atol=1e-10)
     torch.testing.assert_close(out.last_pos, ref_out.last_pos)
+
+
+def test_saliency_keeps_a_frozen_tower_frozen_for_the_feature_cache(tiny_ckpts, image_dir, tmp_path):
+    """A model trained with the feature cache (frozen tower) gives the same saliency, served from the cache."""
+    plain = _module(tiny_ckpts)
+    cached = _module(tiny_ckpts, feature_cache=True, feature_cache_dir=str(tmp_path / "store"))
+    batch = _pair_batch(plain, image_dir)
+    ref, _ = batch_saliency(plain, batch)
+    for _ in range(2):  # the second pass reads the cache
+        mats, _ = batch_saliency(cached, batch)
+        assert not any(p.requires_grad for p in cached.encoder.vision.parameters())
+        for a, b in zip(mats, ref):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-10)
+    assert len(cached.encoder.feature_cache) > 0
 
 
 def _naive_flows(sal: np.ndarray, t: int, v: set[int]) -> tuple[float, float, float]:
