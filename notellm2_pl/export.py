@@ -277,7 +277,8 @@ def load_exported(path: str | os.PathLike[str], device: str | torch.device = "cp
 
     path = Path(path)
     cfg = read_export_config(path)
-    model_cfg = {**cfg["model"], "feature_cache": False, "feature_cache_dir": None}  # serving: no cache writes
+    # serving: no cache writes, and eager layers (compiling needs a C++ compiler on CPU; opt in on the loaded model)
+    model_cfg = {**cfg["model"], "feature_cache": False, "feature_cache_dir": None, "compile_llm": False}
     module = build_from_dicts(model_cfg, cfg.get("data"))
     state = load_file(str(path / cfg["weights"]))
     rows = state.pop("_added_rows", None)
