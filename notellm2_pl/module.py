@@ -92,7 +92,7 @@ class NoteLLM2Module(L.LightningModule):
         compile_llm: ``torch.compile`` each LLM layer (the plugin's ``layer_groups()``) in place, with dynamic
             shapes: fuses the norms, rotary and activations around the matmuls. True: the ``inductor`` backend
             (on CPU it needs a C++ compiler, ``g++``); a string names another backend. The first steps pay the
-            compilation (about a minute on 2 CPU cores for the demo LLM); checkpoints are unchanged.
+            compilation (83 s for the demo LLM on 2 shared CPU cores); checkpoints are unchanged.
     """
 
     def __init__(

@@ -103,3 +103,18 @@ def test_cli_skips_finished_run(tmp_path, monkeypatch, capsys):
     assert textprior.cli_main([*args[:-2], "--seq-len", "8"]) == 2
     assert "--overwrite" in capsys.readouterr().out
     assert textprior.cli_main([*args[:-2], "--seq-len", "8", "--overwrite"]) == 0
+
+
+def test_default_bound_is_steps_so_the_prior_is_reproducible(tmp_path):
+    """No wall-clock bound by default: the same texts, settings and seed give byte-identical weights."""
+    import inspect
+
+    from safetensors.torch import load_file
+
+    assert inspect.signature(textprior.pretrain_text_prior).parameters["max_minutes"].default is None
+    runs = [textprior.pretrain_text_prior(TEXTS, tmp_path / f"p{i}", config=TINY, vocab_size=300, max_steps=6,
+                                          batch_size=2, seq_len=16) for i in range(2)]
+    assert [r["steps"] for r in runs] == [6, 6]
+    a, b = (load_file(str(tmp_path / f"p{i}" / "model.safetensors")) for i in range(2))
+    assert a.keys() == b.keys()
+    assert all(bool((a[k] == b[k]).all()) for k in a)
