@@ -190,10 +190,11 @@ class NoteLLM2Module(L.LightningModule):
         """Loss and parts from the embeddings (``out.e_m``, ``out.e_v``, ``out.gate``); GradCache reuses this."""
         loss_m = self._gathered_loss(out.e_m, ids, logit_scale)
         parts = {"loss_m": loss_m}
+        if out.gate is not None:  # mean late-fusion weight on the LLM state (1 - gate_mean goes to the image)
+            parts["gate_mean"] = out.gate.detach().mean()
         if out.e_v is None:
             return loss_m, parts
         parts["loss_v"] = self._gathered_loss(out.e_v, ids, logit_scale)
-        parts["gate_mean"] = out.gate.mean() if out.gate is not None else loss_m.new_tensor(float("nan"))
         return micl_loss(loss_m, parts["loss_v"], tuple(self.hparams.loss_weights)), parts
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

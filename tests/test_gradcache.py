@@ -97,3 +97,14 @@ def test_grad_cache_fit_runs_in_a_trainer(ckpts, tmp_path):
     assert not torch.equal(before, module.encoder.head.weight)
     assert "train/loss" in trainer.callback_metrics
 
+
+
+@pytest.mark.parametrize("micl", [True, False])
+def test_loss_parts_report_the_gate_with_and_without_micl(ckpts, micl):
+    module = tiny_module(ckpts["plain"], micl=micl).eval()
+    batch = collate_pair_notes(module, make_pairs(ckpts["images"], 4))
+    out = module(batch)
+    _, parts = module.loss_from_output(out, batch["note_hash"])
+    assert set(parts) == ({"loss_m", "loss_v", "gate_mean"} if micl else {"loss_m", "gate_mean"})
+    torch.testing.assert_close(parts["gate_mean"], out.gate.mean())
+    assert not parts["gate_mean"].requires_grad  # logged only, never part of the loss
