@@ -98,7 +98,6 @@ def test_grad_cache_fit_runs_in_a_trainer(ckpts, tmp_path):
     assert "train/loss" in trainer.callback_metrics
 
 
-
 @pytest.mark.parametrize("micl", [True, False])
 def test_loss_parts_report_the_gate_with_and_without_micl(ckpts, micl):
     module = tiny_module(ckpts["plain"], micl=micl).eval()
