@@ -145,6 +145,11 @@ class NoteLLM2Module(L.LightningModule):
             llm.lock(unlocked_groups=llm_trainable_layers)
         if compile_llm:
             compile_in_place(llm.layer_groups(), "inductor" if compile_llm is True else str(compile_llm))
+        # from_pretrained returns models in eval mode and Lightning never calls .train(): without this the LLM would
+        # train with its dropout off. A frozen tower stays in eval mode (Lightning's "modules in eval mode" warning
+        # at fit start counts its modules).
+        self.train()
+        self._set_frozen_parts_eval()
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.automatic_optimization = grad_cache_chunk is None  # GradCache steps the optimiser itself
 
@@ -159,12 +164,15 @@ class NoteLLM2Module(L.LightningModule):
     def setup(self, stage: str) -> None:
         warn_cpu_bf16(self.trainer)
 
-    def on_train_start(self) -> None:
+    def _set_frozen_parts_eval(self) -> None:
         if self.encoder.vision is not None and self.hparams.freeze_vision:
-            self.encoder.vision.eval()  # frozen tower: no dropout, deterministic features
+            self.encoder.vision.eval()  # frozen tower: no dropout, frozen batch-norm statistics, cacheable features
+
+    def on_train_start(self) -> None:
+        self._set_frozen_parts_eval()
 
     def on_train_epoch_start(self) -> None:
-        self.on_train_start()
+        self._set_frozen_parts_eval()
 
     # ------------------------------------------------------------------------------------------------ loss
     def _gathered_loss(self, emb: torch.Tensor, ids: torch.Tensor,

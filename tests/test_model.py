@@ -137,3 +137,22 @@ def test_late_fusion_only_uses_text_template(backbones, image_dir):
     out = enc(collate([NoteProcessor(fmt)(n) for n in _notes(image_dir)]))
     assert out.e_m.shape == (4, 16) and out.gate is not None
     torch.testing.assert_close(out.e_m.norm(dim=-1), torch.ones(4))
+
+
+def test_module_trains_the_llm_in_train_mode_and_keeps_a_frozen_tower_in_eval(tiny_ckpts):
+    # from_pretrained hands back eval-mode models and Lightning never calls .train(): the module must set the modes,
+    # or an LLM with dropout would silently train without it.
+    from notellm2_pl_backbones.hf_llm import HFCausalLM
+    from notellm2_pl_backbones.hf_vision import CLIPVision
+
+    from notellm2_pl.module import NoteLLM2Module
+
+    llm, vision = HFCausalLM(tiny_ckpts["qwen2"]), CLIPVision(tiny_ckpts["clip"])
+    assert not any(m.training for m in llm.model.modules())  # what from_pretrained gives
+    module = NoteLLM2Module(llm, vision, None, micl=False, late_fusion=True, embed_dim=8)
+    assert all(m.training for m in module.encoder.llm.modules())
+    assert not any(m.training for m in module.encoder.vision.modules())
+    assert module.encoder.gate.training and module.encoder.head.training
+    unfrozen = NoteLLM2Module(HFCausalLM(tiny_ckpts["qwen2"]), CLIPVision(tiny_ckpts["clip"]), None, micl=False,
+                              late_fusion=True, embed_dim=8, freeze_vision=False)
+    assert all(m.training for m in unfrozen.encoder.vision.modules())  # a trained tower trains in train mode
