@@ -156,3 +156,22 @@ def test_module_trains_the_llm_in_train_mode_and_keeps_a_frozen_tower_in_eval(ti
     unfrozen = NoteLLM2Module(HFCausalLM(tiny_ckpts["qwen2"]), CLIPVision(tiny_ckpts["clip"]), None, micl=False,
                               late_fusion=True, embed_dim=8, freeze_vision=False)
     assert all(m.training for m in unfrozen.encoder.vision.modules())  # a trained tower trains in train mode
+
+
+def test_gradient_checkpointing_is_active_in_a_built_module(tiny_ckpts, image_dir):
+    # transformers checkpoints a decoder layer only in train mode; an eval-mode LLM silently stored every activation.
+    from notellm2_pl_backbones.hf_llm import HFCausalLM
+    from notellm2_pl_backbones.hf_vision import CLIPVision
+
+    from notellm2_pl.module import NoteLLM2Module
+
+    llm = HFCausalLM(tiny_ckpts["qwen2"], gradient_checkpointing=True)
+    module = NoteLLM2Module(llm, CLIPVision(tiny_ckpts["clip"]), None, micl=False, late_fusion=True, embed_dim=8)
+    calls = []
+    for layer in llm.layer_groups():
+        inner = layer._gradient_checkpointing_func
+        layer._gradient_checkpointing_func = lambda *a, _f=inner, **k: calls.append(1) or _f(*a, **k)
+    proc = NoteProcessor(module.note_format())
+    out = module(collate([proc(n) for n in _notes(image_dir)]))
+    out.e_m.sum().backward()
+    assert len(calls) == len(llm.layer_groups()) > 0
