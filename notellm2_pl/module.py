@@ -163,6 +163,10 @@ class NoteLLM2Module(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         warn_cpu_bf16(self.trainer)
+        tower = self.encoder.vision
+        if stage == "fit" and tower is not None and not tower.training and self.trainer.is_global_zero:
+            log.info("The %d modules of the frozen vision tower stay in eval mode on purpose; Lightning's 'modules "
+                     "in eval mode' warning at fit start counts them.", sum(1 for _ in tower.modules()))
 
     def _set_frozen_parts_eval(self) -> None:
         if self.encoder.vision is not None and self.hparams.freeze_vision:
