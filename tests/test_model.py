@@ -55,7 +55,7 @@ def test_splice_positions_match_per_row_construction(backbones, image_dir, num_t
     proc = NoteProcessor(enc.note_format())
     items = [proc(n) for n in _notes(image_dir)]
     batch = collate(items)
-    assert len(set(len(it["input_ids"]) for it in items)) > 1  # varying text lengths -> right padding
+    assert len({len(it["input_ids"]) for it in items}) > 1  # varying text lengths -> right padding
     with torch.no_grad():
         out = enc(batch)
         for i, (hidden, p, q, item) in enumerate(_manual_rows(enc, batch, items)):
