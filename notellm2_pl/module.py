@@ -163,20 +163,21 @@ class NoteLLM2Module(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         warn_cpu_bf16(self.trainer)
-        tower = self.encoder.vision
-        if stage == "fit" and tower is not None and not tower.training and self.trainer.is_global_zero:
+        tower = self._frozen_tower()
+        if stage == "fit" and tower is not None and self.trainer.is_global_zero:
             log.info("The %d modules of the frozen vision tower stay in eval mode on purpose; Lightning's 'modules "
                      "in eval mode' warning at fit start counts them.", sum(1 for _ in tower.modules()))
 
-    def _set_frozen_parts_eval(self) -> None:
-        if self.encoder.vision is not None and self.hparams.freeze_vision:
-            self.encoder.vision.eval()  # frozen tower: no dropout, frozen batch-norm statistics, cacheable features
+    def _frozen_tower(self) -> nn.Module | None:
+        return self.encoder.vision if self.hparams.freeze_vision else None
 
-    def on_train_start(self) -> None:
-        self._set_frozen_parts_eval()
+    def _set_frozen_parts_eval(self) -> None:
+        tower = self._frozen_tower()
+        if tower is not None:
+            tower.eval()  # frozen tower: no dropout, frozen batch-norm statistics, cacheable features
 
     def on_train_epoch_start(self) -> None:
-        self._set_frozen_parts_eval()
+        self._set_frozen_parts_eval()  # in case anything called .train() on the whole module since
 
     # ------------------------------------------------------------------------------------------------ loss
     def _gathered_loss(self, emb: torch.Tensor, ids: torch.Tensor,

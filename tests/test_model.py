@@ -139,34 +139,33 @@ def test_late_fusion_only_uses_text_template(backbones, image_dir):
     torch.testing.assert_close(out.e_m.norm(dim=-1), torch.ones(4))
 
 
-def test_module_trains_the_llm_in_train_mode_and_keeps_a_frozen_tower_in_eval(tiny_ckpts):
-    # from_pretrained hands back eval-mode models and Lightning never calls .train(): the module must set the modes,
-    # or an LLM with dropout would silently train without it.
+def _late_fusion_module(tiny_ckpts, llm_kwargs=None, **kwargs):
+    """A NoteLLM2Module (late fusion, no connector) built on freshly loaded, i.e. eval-mode, tiny backbones."""
     from notellm2_pl_backbones.hf_llm import HFCausalLM
     from notellm2_pl_backbones.hf_vision import CLIPVision
 
     from notellm2_pl.module import NoteLLM2Module
 
-    llm, vision = HFCausalLM(tiny_ckpts["qwen2"]), CLIPVision(tiny_ckpts["clip"])
+    llm, vision = HFCausalLM(tiny_ckpts["qwen2"], **(llm_kwargs or {})), CLIPVision(tiny_ckpts["clip"])
     assert not any(m.training for m in llm.model.modules())  # what from_pretrained gives
-    module = NoteLLM2Module(llm, vision, None, micl=False, late_fusion=True, embed_dim=8)
+    return NoteLLM2Module(llm, vision, None, micl=False, late_fusion=True, embed_dim=8, **kwargs)
+
+
+def test_module_trains_the_llm_in_train_mode_and_keeps_a_frozen_tower_in_eval(tiny_ckpts):
+    # from_pretrained hands back eval-mode models and Lightning never calls .train(): the module must set the modes,
+    # or an LLM with dropout would silently train without it.
+    module = _late_fusion_module(tiny_ckpts)
     assert all(m.training for m in module.encoder.llm.modules())
     assert not any(m.training for m in module.encoder.vision.modules())
     assert module.encoder.gate.training and module.encoder.head.training
-    unfrozen = NoteLLM2Module(HFCausalLM(tiny_ckpts["qwen2"]), CLIPVision(tiny_ckpts["clip"]), None, micl=False,
-                              late_fusion=True, embed_dim=8, freeze_vision=False)
+    unfrozen = _late_fusion_module(tiny_ckpts, freeze_vision=False)
     assert all(m.training for m in unfrozen.encoder.vision.modules())  # a trained tower trains in train mode
 
 
 def test_gradient_checkpointing_is_active_in_a_built_module(tiny_ckpts, image_dir):
     # transformers checkpoints a decoder layer only in train mode; an eval-mode LLM silently stored every activation.
-    from notellm2_pl_backbones.hf_llm import HFCausalLM
-    from notellm2_pl_backbones.hf_vision import CLIPVision
-
-    from notellm2_pl.module import NoteLLM2Module
-
-    llm = HFCausalLM(tiny_ckpts["qwen2"], gradient_checkpointing=True)
-    module = NoteLLM2Module(llm, CLIPVision(tiny_ckpts["clip"]), None, micl=False, late_fusion=True, embed_dim=8)
+    module = _late_fusion_module(tiny_ckpts, llm_kwargs={"gradient_checkpointing": True})
+    llm = module.encoder.llm
     calls = []
     for layer in llm.layer_groups():
         inner = layer._gradient_checkpointing_func
