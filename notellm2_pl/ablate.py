@@ -30,6 +30,8 @@ Run ids are deterministic: ``<name>-s<seed>-<hash of recipe path, overrides and 
 never retrained (resume = run the same command again; if its recipe files' content changed since it finished, a
 warning says so and names the folder to delete); a run folder without one is cleared and redone, except that
 a run whose evaluation results already exist (e.g. from ``--print-commands`` jobs on a cluster) is only collected.
+``--reuse DIR...`` counts runs finished in other output folders of the same grid as done: they are reported with
+the others and never retrained (e.g. seeds that ran into separate folders, tabulated together).
 
 Outputs under ``<out>`` (default ``runs/ablations/<grid>``): ``summary.md`` / ``summary.csv`` (variant x subset x
 probe, R@10 and R@100, mean over seeds), PNG plots and ``tb/`` for TensorBoard (HParams tab = the ablation table,
@@ -367,8 +369,17 @@ def _has_visual_tokens(cfg: Mapping[str, Any]) -> bool:
     return bool(model.get("vision")) and bool(conn) and "NoConnector" not in str(conn.get("class_path", ""))
 
 
+def find_finished(spec: RunSpec, folders: Sequence[Path]) -> Path | None:
+    """The marker of ``spec``'s finished run in the first of ``folders`` that holds one, else None."""
+    for folder in folders:
+        marker = Path(folder) / spec.run_id / MARKER
+        if marker.exists():
+            return marker
+    return None
+
+
 def run_one(spec: RunSpec, out_dir: Path, grid: Grid, runner: Runner = subprocess_runner,
-            collect_only: bool = False) -> dict[str, Any] | None:
+            collect_only: bool = False, reuse: Sequence[Path] = ()) -> dict[str, Any] | None:
     """Run (or resume / collect) one spec; returns its record, or None when a step failed (logged).
 
     Args:
@@ -377,17 +388,20 @@ def run_one(spec: RunSpec, out_dir: Path, grid: Grid, runner: Runner = subproces
         grid: The grid (evaluate / saliency settings).
         runner: Executes each command (default: a subprocess with output in the run folder's logs).
         collect_only: Run nothing; only finalise a run whose evaluation results exist (cluster jobs).
+        reuse: Other output folders of the same grid: a run finished in one of them is not retrained; its record
+            (which points to its folder there) is returned as is.
     """
     from notellm2_pl.tb_views import build_record
 
     run_dir = out_dir / spec.run_id
     marker = run_dir / MARKER
-    if marker.exists():
-        log.info("%s: done, skipping (delete %s to redo it).", spec.run_id, marker)
-        done = json.loads(marker.read_text(encoding="utf-8"))
+    finished = find_finished(spec, [out_dir, *reuse])
+    if finished is not None:
+        log.info("%s: done, skipping (delete %s to redo it).", spec.run_id, finished)
+        done = json.loads(finished.read_text(encoding="utf-8"))
         if done.get("recipe_sha", spec.recipe_sha) != spec.recipe_sha:
             log.warning("%s: its recipe files changed since it finished; the finished run is kept. Delete %s to "
-                        "redo it with the current recipe.", spec.run_id, run_dir)
+                        "redo it with the current recipe.", spec.run_id, finished.parent)
         return done
     t0 = time.time()
     results = run_dir / "eval" / "results.json"
@@ -486,6 +500,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  python -m notellm2_pl ablate --grid quick -- --trainer.max_steps 20 --trainer.val_check_interval 10\n"
                "  python -m notellm2_pl ablate --grid paper --print-commands > jobs.sh     # one line per run\n"
                "  python -m notellm2_pl ablate --grid paper --report-only                  # after the jobs\n"
+               "  python -m notellm2_pl ablate --grid demo --only basic notellm2 --seeds 0 1 2 --out runs/ablations/s012 \\\n"
+               "      --reuse runs/ablations/demo runs/ablations/demo_seed2 --report-only   # combine folders\n"
                "  python -m notellm2_pl ablate save-untrained --config CONFIG --out CKPT   # zero-shot baselines\n"
                "  python -m notellm2_pl ablate model-config FIT_CONFIG OUT                 # model + data sections\n"
                "  tensorboard --logdir runs/ablations/demo/tb\n\n"
@@ -501,6 +517,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-only", action="store_true",
                    help="Run nothing: collect finished runs (markers or evaluation results) and write the reports.")
     p.add_argument("--list", action="store_true", help="List the runs (ids and status) and exit.")
+    p.add_argument("--reuse", nargs="+", default=[], metavar="DIR",
+                   help="Earlier output folders of the same grid (other --out): a run finished in one of them is not "
+                        "retrained, and it is reported here with the others, e.g. to tabulate seeds that ran into "
+                        "separate folders.")
     return p
 
 
@@ -541,9 +561,16 @@ def cli_main(argv: list[str] | None = None) -> int:
               + (f" -- {shlex.join(extra)}" if extra else "") + " --report-only")
         print("\n".join(shell_lines(specs, out, grid)))
         return 0
+    reuse = [Path(d) for d in args.reuse]
+    missing = [os.fspath(d) for d in reuse if not d.is_dir()]
+    if missing:
+        print(f"--reuse: no such folder: {', '.join(missing)}", file=sys.stderr)
+        return 2
     if args.list:
         for s in specs:
-            status = "done" if (out / s.run_id / MARKER).exists() else "todo"
+            found = find_finished(s, [out, *reuse])
+            where = None if found is None else found.parent.parent
+            status = "todo" if where is None else ("done" if where == out else f"done in {where}")
             print(f"{status:<5} {s.run_id:<40} {s.run.recipe} {shlex.join(s.overrides)}")
         return 0
     from notellm2_pl.tb_views import write_reports
@@ -551,10 +578,10 @@ def cli_main(argv: list[str] | None = None) -> int:
     records, failed = [], []
     for i, spec in enumerate(specs, 1):
         if args.report_only:
-            rec = run_one(spec, out, grid, collect_only=True)
+            rec = run_one(spec, out, grid, collect_only=True, reuse=reuse)
         else:
             print(f"[{i}/{len(specs)}] {spec.run_id}", flush=True)
-            rec = run_one(spec, out, grid)
+            rec = run_one(spec, out, grid, reuse=reuse)
         (records if rec is not None else failed).append(rec if rec is not None else spec.run_id)
     if not records:
         print(f"No finished runs under {out}.")

@@ -194,6 +194,38 @@ def test_grid_resume_collect_and_views(grid, tmp_path):
     assert hp["variant"] == "basic"
 
 
+def test_reuse_counts_runs_finished_in_other_folders(grid, tmp_path, capsys):
+    from notellm2_pl.ablate import cli_main
+
+    runner = FakeRunner()
+    seed0 = tmp_path / "seed0"
+    first = [run_one(s, seed0, grid, runner) for s in plan(grid, [0])]
+    runner.calls.clear()
+    both, specs = tmp_path / "both", plan(grid, [0, 1])
+    records = [run_one(s, both, grid, runner, reuse=[seed0]) for s in specs]
+    assert runner.calls.count("fit") == 3  # only seed 1 trains
+    assert [r for r, s in zip(records, specs, strict=True) if s.seed == 0] == first
+    assert not any((both / s.run_id).exists() for s in specs if s.seed == 0)  # used where it is, not copied
+
+    grid_file = str(tmp_path / "grid.yaml")
+    assert cli_main(["--grid", grid_file, "--seeds", "0", "1", "--out", str(both), "--reuse", str(seed0),
+                     "--list"]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert sum(line.startswith(f"done in {seed0}") for line in listing) == 3
+    assert len(listing) == 6 and sum(line.split()[:2] == ["done", "in"] for line in listing) == 3
+    assert not any(line.startswith("todo") for line in listing)
+
+    report = tmp_path / "report"
+    assert cli_main(["--grid", grid_file, "--seeds", "0", "1", "--out", str(report), "--reuse", str(seed0),
+                     str(both), "--report-only"]) == 0
+    rows = list(csv.DictReader((report / "summary.csv").open()))
+    row = next(r for r in rows if (r["variant"], r["subset"], r["probe"]) == ("notellm2", "shortquery", "full"))
+    assert row["n_seeds"] == "2"
+    assert float(row["R@10"]) == pytest.approx((_recall("notellm2", 0, "full", "shortquery", 10)
+                                                + _recall("notellm2", 1, "full", "shortquery", 10)) / 2)
+    assert cli_main(["--grid", grid_file, "--out", str(report), "--reuse", str(tmp_path / "nope"), "--list"]) == 2
+
+
 def test_ablate_cli_tiny_real_run(tmp_path, tiny_ckpts):
     """fit -> evaluate -> saliency -> marker -> reports through the real CLI on tiny backbones."""
     from notellm2_pl.synthetic import PRESETS, generate
