@@ -519,8 +519,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="List the runs (ids and status) and exit.")
     p.add_argument("--reuse", nargs="+", default=[], metavar="DIR",
                    help="Earlier output folders of the same grid (other --out): a run finished in one of them is not "
-                        "retrained, and it is reported here with the others, e.g. to tabulate seeds that ran into "
-                        "separate folders.")
+                        "retrained (nor printed by --print-commands), and it is reported here with the others, e.g. "
+                        "to tabulate seeds that ran into separate folders.")
     return p
 
 
@@ -555,17 +555,19 @@ def cli_main(argv: list[str] | None = None) -> int:
     grid = load_grid(args.grid)
     out = Path(args.out or Path("runs/ablations") / grid.name)
     specs = plan(grid, args.seeds, extra, args.only)
-    if args.print_commands:
-        print(f"# grid {grid.name}: {len(specs)} runs; afterwards: python -m notellm2_pl ablate --grid {args.grid} "
-              f"--out {out}" + (f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds else "")
-              + (f" -- {shlex.join(extra)}" if extra else "") + " --report-only")
-        print("\n".join(shell_lines(specs, out, grid)))
-        return 0
     reuse = [Path(d) for d in args.reuse]
     missing = [os.fspath(d) for d in reuse if not d.is_dir()]
     if missing:
         print(f"--reuse: no such folder: {', '.join(missing)}", file=sys.stderr)
         return 2
+    if args.print_commands:
+        todo = [s for s in specs if find_finished(s, reuse) is None]  # runs finished in --reuse folders stay there
+        print(f"# grid {grid.name}: {len(todo)} runs; afterwards: python -m notellm2_pl ablate --grid {args.grid} "
+              f"--out {out}" + (f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds else "")
+              + (f" --reuse {shlex.join(args.reuse)}" if reuse else "") + " --report-only"
+              + (f" -- {shlex.join(extra)}" if extra else ""))
+        print("\n".join(shell_lines(todo, out, grid)))
+        return 0
     if args.list:
         for s in specs:
             found = find_finished(s, [out, *reuse])

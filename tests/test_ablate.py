@@ -224,6 +224,20 @@ def test_reuse_counts_runs_finished_in_other_folders(grid, tmp_path, capsys):
                                                 + _recall("notellm2", 1, "full", "shortquery", 10)) / 2)
     assert cli_main(["--grid", grid_file, "--out", str(report), "--reuse", str(tmp_path / "nope"), "--list"]) == 2
 
+    # cluster lines: only the runs not finished in a --reuse folder; the collect hint keeps --reuse and the overrides
+    capsys.readouterr()
+    assert cli_main(["--grid", grid_file, "--seeds", "0", "1", "--out", str(report), "--reuse", str(seed0),
+                     "--print-commands", "--", "--trainer.max_steps", "3"]) == 0
+    printed = capsys.readouterr().out
+    hint = printed.splitlines()[0]
+    assert hint.startswith("# grid fake: 6 runs") and hint.endswith("--report-only -- --trainer.max_steps 3")
+    assert cli_main(["--grid", grid_file, "--seeds", "0", "1", "--out", str(report), "--reuse", str(seed0),
+                     "--print-commands"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("# grid fake: 3 runs") and f"--reuse {seed0} --report-only" in printed
+    assert all(f"# {s.run_id}\n" in printed for s in specs if s.seed == 1)
+    assert not any(f"# {s.run_id}\n" in printed for s in specs if s.seed == 0)
+
 
 def test_ablate_cli_tiny_real_run(tmp_path, tiny_ckpts):
     """fit -> evaluate -> saliency -> marker -> reports through the real CLI on tiny backbones."""
