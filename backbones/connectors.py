@@ -46,6 +46,10 @@ class QFormerConnector(Connector):
         cross_attention_frequency: Insert cross-attention every this many layers.
         query_init: ``normal`` (N(0, 0.02), default) or ``zeros`` (parity with the original code).
         projector_depth: Depth of the ``mlpNx_gelu`` projector.
+        key_positions: Learned position embeddings added to the vision tokens before cross-attention, one per token:
+            set it to the tower's token count (16 for EfficientNet-Lite0 at 128 px) when the tokens carry no
+            position, as a CNN's feature map does. ``None`` (BLIP-2, default): none; a ViT's tokens already carry
+            position. Without them the queries see the *set* of vision tokens, not where each came from.
     """
 
     def __init__(
@@ -60,6 +64,7 @@ class QFormerConnector(Connector):
         cross_attention_frequency: int = 2,
         query_init: Literal["normal", "zeros"] = "normal",
         projector_depth: int = 2,
+        key_positions: int | None = None,
     ) -> None:
         super().__init__(in_dim, out_dim)
         from transformers import Blip2QFormerConfig, Blip2QFormerModel
@@ -79,12 +84,22 @@ class QFormerConnector(Connector):
         _init_normal(self.qformer)
         self.projector = mlp_projector(hidden_size, out_dim, projector_depth)
         _init_normal(self.projector)
+        self.key_pos: nn.Parameter | None = None
+        if key_positions is not None:
+            # unit scale, like the (normalised) tower features they are added to
+            self.key_pos = nn.Parameter(torch.randn(1, key_positions, in_dim))
 
     def num_tokens(self, num_inputs: int) -> int:
         return self.num_query_tokens
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         b = tokens.shape[0]
+        if self.key_pos is not None:
+            if tokens.shape[1] != self.key_pos.shape[1]:
+                raise ValueError(f"QFormerConnector has key_positions={self.key_pos.shape[1]} but the vision tower "
+                                 f"gives {tokens.shape[1]} tokens per image; set "
+                                 f"--model.connector.init_args.key_positions {tokens.shape[1]}.")
+            tokens = tokens + self.key_pos  # (B, N, D_v)
         queries = self.query_tokens.expand(b, -1, -1)  # (B, Q, D_q)
         mask = torch.ones(tokens.shape[:2], dtype=torch.long, device=tokens.device)
         out = self.qformer(query_embeds=queries, encoder_hidden_states=tokens, encoder_attention_mask=mask)

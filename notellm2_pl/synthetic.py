@@ -20,6 +20,10 @@ Signal design:
 * **Confusers**, so neither modality is trivially perfect: text families (clusters sharing the category and one
   name word), visual groups (same shape + colour with another pattern/accent, or same colour + pattern with
   another shape), and visual twins (an exact copy of another cluster's visual identity: only text separates them).
+* **Badge twins** (opt-in, ``badge_twin_fraction`` > 0, preset ``layout``): every image also carries a small badge in
+  its cluster's corner, and badge twins copy another cluster's visual identity but put the badge in another corner.
+  Only *where* the badge is separates them in the image: layout, which a pooled feature vector (and a connector
+  without positions) cannot see.
 * **Training pairs** are biased towards long-long pairs (``train_long_pair_fraction``), so most training pairs
   are solvable from text alone (the DESIGN.md §7 regime). Test pairs are a random matching inside each test
   cluster, so the short-query/short-target subsets need the image. Train and test use disjoint clusters.
@@ -83,6 +87,8 @@ class SyntheticConfig:
         visual_group_fraction: Fraction of clusters in visual confuser groups of 2-3 (same shape and colour with
             another pattern or accent, or same colour and pattern with another shape).
         visual_twin_fraction: Fraction of clusters whose visual identity copies another cluster's exactly.
+        badge_twin_fraction: Fraction of clusters that copy another cluster's visual identity and differ from it only
+            in the corner of a small badge; above 0 every image also draws the badge at its cluster's corner (off: 0).
         image_size: Side of the square RGB PNG images, in pixels.
         distractors_min: Minimum number of distractor shapes per image.
         distractors_max: Maximum number of distractor shapes per image.
@@ -103,6 +109,7 @@ class SyntheticConfig:
     text_family_fraction: float = 0.4
     visual_group_fraction: float = 0.4
     visual_twin_fraction: float = 0.05
+    badge_twin_fraction: float = 0.0
     image_size: int = 96
     distractors_min: int = 1
     distractors_max: int = 3
@@ -119,7 +126,7 @@ class SyntheticConfig:
         if not 0.0 < self.test_fraction < 1.0:
             problems.append("test_fraction must be in (0, 1)")
         for name in ("short_text_fraction", "partial_name_prob", "text_family_fraction", "visual_group_fraction",
-                     "visual_twin_fraction"):
+                     "visual_twin_fraction", "badge_twin_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 problems.append(f"{name} must be in [0, 1]")
         if self.train_long_pair_fraction > 1.0:
@@ -147,6 +154,8 @@ PRESETS: dict[str, SyntheticConfig] = {
     "demo": SyntheticConfig(),
     # DESIGN.md §7's "more natural regime": 80 % of notes name the product, training pairs sampled without bias.
     "natural": SyntheticConfig(short_text_fraction=0.2, train_long_pair_fraction=-1.0),
+    # Layout matters: 40 % of clusters are badge twins (same object, badge in another corner), no plain twins.
+    "layout": SyntheticConfig(badge_twin_fraction=0.4, visual_twin_fraction=0.0),
     "small": SyntheticConfig(num_clusters=1000, notes_per_cluster=10),
     "large": SyntheticConfig(num_clusters=1200, notes_per_cluster=16, test_pairs_per_cluster=6,
                              train_pairs_per_cluster=30, val_pairs_per_cluster=2, image_size=128),
@@ -266,6 +275,8 @@ class _Cluster:
     accent: str = ""
     visual_group: int = -1
     visual_twin_of: int = -1
+    corner: int = -1  # badge corner 0-3 (top-left, top-right, bottom-left, bottom-right); -1: no badge
+    badge_twin_of: int = -1
 
     @property
     def visual(self) -> tuple[str, str, str, str]:
@@ -420,6 +431,27 @@ def _fallback(rng: np.random.Generator, combos: list[tuple[str, str, str, str]])
     return combos[int(rng.integers(len(combos)))]
 
 
+def _assign_badges(cfg: SyntheticConfig, clusters: list[_Cluster]) -> None:
+    """Badge corners for every cluster, and badge twins: another cluster's visual identity, another corner.
+
+    Twins are drawn from clusters outside visual groups and plain twins, per split. Uses its own random stream, so
+    the rest of the dataset is the same as without badges.
+    """
+    rng = np.random.default_rng([cfg.seed, 0xBAD6E])
+    for c in clusters:
+        c.corner = int(rng.integers(4))
+    for split in ("train", "test"):
+        free = [c for c in clusters if c.split == split and c.visual_group < 0 and c.visual_twin_of < 0]
+        order = [free[int(i)] for i in rng.permutation(len(free))]
+        n_twin = min(round(cfg.badge_twin_fraction * sum(c.split == split for c in clusters)), len(order) // 2)
+        twins, sources = order[:n_twin], order[n_twin:]
+        for c in twins:
+            src = sources[int(rng.integers(len(sources)))]
+            c.shape, c.colour, c.pattern, c.accent = src.visual
+            c.corner = (src.corner + 1 + int(rng.integers(3))) % 4
+            c.badge_twin_of = src.cid
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Text
 # ---------------------------------------------------------------------------------------------------------------
@@ -572,7 +604,22 @@ def _paint(img: np.ndarray, rng: np.random.Generator, grid: tuple[np.ndarray, np
     region += col * alpha
 
 
-def _render_image(rng: np.random.Generator, cfg: SyntheticConfig, visual: tuple[str, str, str, str]) -> Image.Image:
+BADGE = ("square", "black", "checker", "white")
+"""The badge's look (identical in every image; only its corner differs)."""
+
+
+def _paint_badge(img: np.ndarray, rng: np.random.Generator, grid: tuple[np.ndarray, np.ndarray], corner: int) -> None:
+    """The badge near corner ``corner`` (0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right), slightly jittered."""
+    s = img.shape[0]
+    margin = 0.12 * s
+    cx = margin if corner in (0, 2) else s - margin
+    cy = margin if corner in (0, 1) else s - margin
+    jx, jy = rng.uniform(-0.03, 0.03, 2) * s
+    _paint(img, rng, grid, BADGE, float(cx + jx), float(cy + jy), 0.07 * s, 6.0)
+
+
+def _render_image(rng: np.random.Generator, cfg: SyntheticConfig, visual: tuple[str, str, str, str],
+                  corner: int = -1) -> Image.Image:
     s = cfg.image_size
     coords = np.arange(s, dtype=np.float32) + 0.5
     grid = (coords[None, :].repeat(s, 0), coords[:, None].repeat(s, 1))  # x, y: (S, S) each
@@ -600,6 +647,8 @@ def _render_image(rng: np.random.Generator, cfg: SyntheticConfig, visual: tuple[
     for (vis, (dx, dy), r), front in zip(distractors, in_front, strict=True):
         if front:
             _paint(img, rng, grid, vis, float(dx), float(dy), r, 10.0)
+    if corner >= 0:  # drawn last, on top: no draw at all without badges, so those images are unchanged
+        _paint_badge(img, rng, grid, corner)
     if cfg.noise_std > 0:
         h = (s + 1) // 2
         noise = rng.normal(0, cfg.noise_std, (h, h, 1)).astype(np.float32)  # grey grain: keeps PNGs small
@@ -740,6 +789,9 @@ def _describe(cfg: SyntheticConfig) -> dict[str, Any]:
                        "threshold; short text is at most ~60 characters in all, long text more than 90.",
         "confusers": "Text families share the category and one name word; visual groups share shape+colour or "
                      "colour+pattern; visual twins copy another cluster's visual identity (text separates them).",
+        **({"badges": "Every image carries a small badge at its cluster's corner; badge twins copy another "
+                      "cluster's visual identity with the badge in another corner, so only layout separates them."}
+           if cfg.badge_twin_fraction > 0 else {}),
         "pairs": "Training pairs favour long-long pairs (train_long_pair_fraction), so most are solvable from "
                  "text alone; val pairs are other pairs of train clusters; test pairs are a matching inside each "
                  "test cluster (each note in at most one pair), so the short subsets need the image.",
@@ -747,20 +799,22 @@ def _describe(cfg: SyntheticConfig) -> dict[str, Any]:
     }
 
 
-def _render_chunk(folder: str, config: SyntheticConfig, entropy: tuple[int, int],
-                  jobs: list[tuple[int, str, tuple[str, str, str, str]]]) -> int:
+_Job = tuple[int, str, tuple[str, str, str, str], int]  # (note index, note id, visual identity, badge corner)
+
+
+def _render_chunk(folder: str, config: SyntheticConfig, entropy: tuple[int, int], jobs: list[_Job]) -> int:
     """Draw and save the images of ``jobs``; each note has its own generator, so order and workers don't matter."""
     total = 0
-    for k, note_id, visual in jobs:
+    for k, note_id, visual, corner in jobs:
         rng = np.random.default_rng([entropy[0], entropy[1], k])
         path = Path(folder) / f"{note_id}.png"
-        _render_image(rng, config, visual).save(path, format="PNG", optimize=False, compress_level=3)
+        _render_image(rng, config, visual, corner).save(path, format="PNG", optimize=False, compress_level=3)
         total += path.stat().st_size
     return total
 
 
-def _render_all(folder: Path, config: SyntheticConfig, entropy: tuple[int, int],
-                jobs: list[tuple[int, str, tuple[str, str, str, str]]], num_workers: int | None) -> int:
+def _render_all(folder: Path, config: SyntheticConfig, entropy: tuple[int, int], jobs: list[_Job],
+                num_workers: int | None) -> int:
     if num_workers is None:
         num_workers = min(4, os.cpu_count() or 1) if len(jobs) >= 1000 else 0
     if num_workers <= 1:
@@ -804,11 +858,13 @@ def generate(root: str | Path, config: SyntheticConfig, overwrite: bool = False,
     clusters = _build_text_identities(rng_struct, config)
     _split_clusters(rng_struct, config, clusters)
     forced = _assign_visuals(rng_struct, config, clusters)
+    if config.badge_twin_fraction > 0:
+        _assign_badges(config, clusters)
     notes = _build_notes(rng_text, config, clusters)
     pairs = _sample_pairs(rng_pairs, config, notes)
     t_struct = time.perf_counter() - t0
 
-    jobs = [(k, note.note_id, clusters[note.cid].visual) for k, note in enumerate(notes)]
+    jobs = [(k, note.note_id, clusters[note.cid].visual, clusters[note.cid].corner) for k, note in enumerate(notes)]
     image_bytes = _render_all(root / "images", config, (int(image_entropy[0]), int(image_entropy[1])), jobs,
                               num_workers)
     t_images = time.perf_counter() - t0 - t_struct
@@ -819,15 +875,18 @@ def generate(root: str | Path, config: SyntheticConfig, overwrite: bool = False,
     for split in ("train", "test"):
         rows = sorted((note_row(n) for n in notes if n.split == split), key=lambda r: r[0])
         _write_csv(root / f"notes_{split}.csv", NOTE_COLUMNS, rows)
+    badges = config.badge_twin_fraction > 0  # badge columns only then: other datasets keep their bytes
     meta = sorted(
         (n.note_id, n.split, n.cid, int(n.is_short), " ".join(n.mention), int(n.text_identifies),
          clusters[n.cid].category, clusters[n.cid].name, *clusters[n.cid].visual, clusters[n.cid].text_family,
-         clusters[n.cid].visual_group, clusters[n.cid].visual_twin_of)
+         clusters[n.cid].visual_group, clusters[n.cid].visual_twin_of,
+         *((clusters[n.cid].corner, clusters[n.cid].badge_twin_of) if badges else ()))
         for n in notes
     )
     _write_csv(root / "notes_meta.csv", ("note_id", "split", "cluster_id", "is_short", "mentioned_words",
                                          "text_identifies", "category", "product_name", "shape", "colour",
-                                         "pattern", "accent", "text_family", "visual_group", "visual_twin_of"),
+                                         "pattern", "accent", "text_family", "visual_group", "visual_twin_of",
+                                         *(("badge_corner", "badge_twin_of") if badges else ())),
                meta)
     ids = {name: [(notes[a].note_id, notes[b].note_id) for a, b in ps] for name, ps in pairs.items()}
     for name in ("train", "val", "test"):
@@ -925,7 +984,7 @@ def ensure_dataset(root: str | Path, config: SyntheticConfig) -> Path:
         raise ValueError(f"{marker} is not a {FORMAT_NAME} v{FORMAT_VERSION} dataset; pass a different --out or "
                          f"--overwrite")
     want = asdict(config)
-    have = stored.get("config", {})
+    have = {**asdict(SyntheticConfig()), **stored.get("config", {})}  # fields added since: their defaults
     diff = [f"{k}: stored {have.get(k)!r} != requested {v!r}" for k, v in want.items() if have.get(k) != v]
     if diff:
         raise ValueError(f"{root} holds a synthetic dataset made with other settings ({'; '.join(diff)}); pass a "

@@ -174,3 +174,19 @@ def test_gradient_checkpointing_is_active_in_a_built_module(tiny_ckpts, image_di
     out = module(collate([proc(n) for n in _notes(image_dir)]))
     out.e_m.sum().backward()
     assert len(calls) == len(llm.layer_groups()) > 0
+
+
+@pytest.mark.parametrize("key_positions", [None, 5])
+def test_qformer_sees_token_order_only_with_key_positions(key_positions):
+    from notellm2_pl_backbones.connectors import QFormerConnector
+
+    torch.manual_seed(0)
+    conn = QFormerConnector.tiny(key_positions=key_positions).eval()
+    x, other = torch.randn(2, 5, 32), torch.randn(2, 5, 32)
+    permuted = x[:, torch.tensor([4, 3, 2, 1, 0])]
+    # how much reordering the vision tokens moves the output, relative to new tokens altogether
+    ratio = float((conn(x) - conn(permuted)).abs().max() / (conn(x) - conn(other)).abs().max())
+    assert (ratio > 1e-3) if key_positions else (ratio < 1e-4)
+    if key_positions:
+        with pytest.raises(ValueError, match="key_positions 4"):
+            conn(torch.randn(2, 4, 32))

@@ -214,3 +214,48 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert e.value.code == 0
     helptext = capsys.readouterr().out
     assert "--num-clusters" in helptext and "--short-text-fraction" in helptext and "demo" in helptext
+
+
+def test_badge_twins_differ_only_in_the_badge_corner(tiny: tuple[Path, dict], tmp_path: Path) -> None:
+    import numpy as np
+
+    from notellm2_pl.synthetic import _render_image
+
+    root = tmp_path / "layout"
+    generate(root, dataclasses.replace(TINY, badge_twin_fraction=0.4), num_workers=0)
+    rows = _read(root / "notes_meta.csv")[1]
+    by_cluster = {r["cluster_id"]: r for r in rows}
+    twins = {r["cluster_id"]: r for r in rows if r["badge_twin_of"] != "-1"}
+    assert twins, "the option made no badge twins"
+    visual = ("shape", "colour", "pattern", "accent")
+    for t in twins.values():
+        src = by_cluster[t["badge_twin_of"]]
+        assert (src["split"], src["badge_twin_of"]) == (t["split"], "-1")
+        assert [t[k] for k in visual] == [src[k] for k in visual] and t["badge_corner"] != src["badge_corner"]
+    # notes and pairs are what the same config without badges writes (the badges draw from their own stream)
+    def tables(r: Path) -> dict[str, str]:
+        return {k: v for k, v in _hashes(r).items() if k.startswith(("notes_train", "notes_test", "pairs_"))}
+
+    assert tables(root) == tables(tiny[0]) and len(tables(root)) == 9
+    assert "badge_corner" not in _read(tiny[0] / "notes_meta.csv")[0]
+    assert "badges" not in json.loads((tiny[0] / "dataset.json").read_text())["description"]
+    # the badge is drawn in its corner and nowhere else; without a corner no random draw is spent on it
+    cfg = dataclasses.replace(TINY, image_size=64, noise_std=0.0)
+    ident = ("circle", "blue", "dots", "white")
+    draw = [np.asarray(_render_image(np.random.default_rng(7), cfg, ident, c), dtype=int) for c in (-1, 0, 3)]
+    for corner, img in zip((0, 3), draw[1:]):
+        changed = np.argwhere(np.abs(img - draw[0]).sum(-1) > 0)
+        assert len(changed) > 20
+        y, x = changed.mean(0)
+        assert (x < 32 and y < 32) if corner == 0 else (x > 32 and y > 32)
+
+
+def test_ensure_dataset_accepts_datasets_from_before_a_new_field(tmp_path: Path) -> None:
+    root = ensure_dataset(tmp_path / "d", TINY)
+    marker = root / "dataset.json"
+    info = json.loads(marker.read_text())
+    del info["config"]["badge_twin_fraction"]  # written by a version without the field
+    marker.write_text(json.dumps(info))
+    assert ensure_dataset(root, TINY) == root
+    with pytest.raises(ValueError, match="badge_twin_fraction"):
+        ensure_dataset(root, dataclasses.replace(TINY, badge_twin_fraction=0.2))
