@@ -88,7 +88,8 @@ class SyntheticConfig:
             another pattern or accent, or same colour and pattern with another shape).
         visual_twin_fraction: Fraction of clusters whose visual identity copies another cluster's exactly.
         badge_twin_fraction: Fraction of clusters that copy another cluster's visual identity and differ from it only
-            in the corner of a small badge; above 0 every image also draws the badge at its cluster's corner (off: 0).
+            in the corner of a small badge (capped at half the clusters outside visual groups and twins); above 0
+            every image also draws the badge at its cluster's corner (default 0: no badges).
         image_size: Side of the square RGB PNG images, in pixels.
         distractors_min: Minimum number of distractor shapes per image.
         distractors_max: Maximum number of distractor shapes per image.
@@ -154,7 +155,7 @@ PRESETS: dict[str, SyntheticConfig] = {
     "demo": SyntheticConfig(),
     # DESIGN.md §7's "more natural regime": 80 % of notes name the product, training pairs sampled without bias.
     "natural": SyntheticConfig(short_text_fraction=0.2, train_long_pair_fraction=-1.0),
-    # Layout matters: 40 % of clusters are badge twins (same object, badge in another corner), no plain twins.
+    # Layout matters: badge twins (same object, badge in another corner; 89 of 300 clusters), no plain twins.
     "layout": SyntheticConfig(badge_twin_fraction=0.4, visual_twin_fraction=0.0),
     "small": SyntheticConfig(num_clusters=1000, notes_per_cluster=10),
     "large": SyntheticConfig(num_clusters=1200, notes_per_cluster=16, test_pairs_per_cluster=6,
