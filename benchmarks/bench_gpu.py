@@ -218,13 +218,19 @@ def _attention_flops(func: Any, args: tuple) -> int:
     return fwd * 5 // 2 if backward else fwd
 
 
-def _median_time(fn: Any, steps: int, sync: Any) -> float:
+def _sync(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on CPU), so wall-clock times cover it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_time(fn: Any, steps: int, device: torch.device) -> float:
     times = []
     for _ in range(steps):
-        sync()
+        _sync(device)
         t0 = time.perf_counter()
         fn()
-        sync()
+        _sync(device)
         times.append(time.perf_counter() - t0)
     return sorted(times)[len(times) // 2]
 
@@ -235,13 +241,11 @@ def profile_step(step: Any, device: torch.device, path: Path) -> dict[str, float
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    _sync(device)
     t0 = time.perf_counter()
     with profile(activities=acts) as prof:
         step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        _sync(device)
     wall = time.perf_counter() - t0
     events = prof.key_averages()
     # kernels only: not the ops that launch them, nor user annotations on the GPU timeline (Optimizer.step)
@@ -283,9 +287,10 @@ def bench_train(
     steps: int,
     peak: float,
     nominal: float,
+    profile_path: Path | None = None,
 ) -> dict[str, Any]:
-    """Step time, model FLOPs (no recompute), hardware FLOPs (with recompute), MFU / HFU, peak memory."""
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    """Step time, model FLOPs (no recompute), hardware FLOPs (with recompute), MFU / HFU, peak memory; with
+    ``profile_path``, also one profiled step (:func:`profile_step`)."""
     llm = module.encoder.llm
     opt = torch.optim.AdamW(module.param_groups(), betas=(0.9, 0.999), eps=1e-8)
     step = functools.partial(train_step, module, opt, batch, device, dtype, spec["grad_cache_chunk"])
@@ -304,7 +309,8 @@ def bench_train(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     step()  # warm-up in the measured setting
-    t = _median_time(step, steps, sync)
+    t = _median_time(step, steps, device)
+    profiled = profile_step(step, device, profile_path) if profile_path is not None else {}
     del opt
     return {
         "step_s_median": round(t, 4),
@@ -316,6 +322,7 @@ def bench_train(
         "hfu_vs_measured": round(hw_flops / t / peak, 3),
         "mfu_vs_nominal": round(model_flops / t / (nominal * 1e12), 3) if nominal else None,
         "max_mem_gb": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None,
+        **profiled,
     }
 
 
@@ -323,7 +330,6 @@ def bench_embed(
     module: Any, batch: dict[str, Any], device: torch.device, dtype: torch.dtype | None, steps: int
 ) -> dict[str, Any]:
     """Inference: notes embedded per second (forward only, no grad), the cost of indexing a catalogue."""
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     module.eval()
 
     def fwd() -> None:
@@ -331,7 +337,7 @@ def bench_embed(
             module(batch)
 
     fwd()
-    t = _median_time(fwd, steps, sync)
+    t = _median_time(fwd, steps, device)
     module.train()
     module.encoder.vision.eval()
     n = int(batch["input_ids"].shape[0])
@@ -398,16 +404,13 @@ def main(argv: list[str] | None = None) -> None:
             "peak_bf16_gemm_tflops": round(peak / 1e12, 1),
         }
         try:
+            prof = args.profile if spec is specs[0] else None  # the first run's step is profiled
             res.update(
-                bench_train(module, batch, chunk_batch, spec, device, dtype, args.steps, peak, args.nominal_tflops)
+                bench_train(
+                    module, batch, chunk_batch, spec, device, dtype, args.steps, peak, args.nominal_tflops, prof
+                )
             )
             res.update(bench_embed(module, batch, device, dtype, args.steps))
-            if args.profile is not None and spec is specs[0]:
-                opt = torch.optim.AdamW(module.param_groups())
-                module.encoder.llm.set_grad_checkpointing(spec["grad_ckpt"])
-                step = functools.partial(train_step, module, opt, batch, device, dtype, spec["grad_cache_chunk"])
-                res.update(profile_step(step, device, args.profile))
-                del opt
         except torch.cuda.OutOfMemoryError as err:
             res["error"] = f"out of memory: {str(err).splitlines()[0]}"
         module.zero_grad(set_to_none=True)
