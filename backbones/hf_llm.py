@@ -8,7 +8,9 @@ selected with ``gguf_file``). Only the decoder is kept (no LM head): the represe
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
+import os
 import tempfile
 from typing import Any
 
@@ -16,6 +18,7 @@ import torch
 from torch import nn
 
 from notellm2_pl.interfaces import LLMBackbone, LLMOutput, find_layer_list
+from notellm2_pl.lora import is_lora, merge_lora
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +139,20 @@ class HFCausalLM(LLMBackbone):
             yield
         finally:
             self.model.set_attn_implementation(self._attn_impl)
+
+    def save_pretrained(self, out_dir: str | os.PathLike[str]) -> None:
+        """``save_pretrained`` of the decoder and tokenizer; LoRA adapters are folded into a copy of the weights.
+
+        The directory loads back as ``HFCausalLM(pretrained=out_dir)`` (no LM head: the decoder is what is trained).
+
+        Args:
+            out_dir: Directory to write (created if missing).
+        """
+        model = self.model
+        if is_lora(model):  # a merged copy: this backbone keeps its adapters and stays trainable
+            model = merge_lora(copy.deepcopy(model))
+        model.save_pretrained(os.fspath(out_dir))
+        self._tokenizer.save_pretrained(os.fspath(out_dir))
 
     def layer_groups(self) -> list[nn.Module]:
         return find_layer_list(self.model, self.num_layers)

@@ -251,6 +251,29 @@ def export_model(module: Any, model_cfg: Mapping[str, Any], data_cfg: Mapping[st
     return Path(out_dir)
 
 
+def export_llm(module: Any, out_dir: str | os.PathLike[str], overwrite: bool = True) -> Path:
+    """Write only the trained LLM (decoder + tokenizer) as a pretrained directory of its plugin.
+
+    Use it to start another training from this one's LLM (e.g. a text-only fine-tune as the LLM of a multimodal
+    recipe: ``--model.llm.init_args.pretrained OUT``), or to publish the LLM. Vision tower, connector, gate and
+    head are not written.
+
+    Args:
+        module: The trained ``NoteLLM2Module``.
+        out_dir: Output directory (replaced atomically).
+        overwrite: Replace an existing ``out_dir``; False fails instead.
+
+    Returns:
+        ``out_dir``.
+    """
+    from notellm2_pl.atomic import atomic_dir
+
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        module.encoder.llm.save_pretrained(tmp)
+    log.info("Exported the LLM of %s to %s", type(module).__name__, out_dir)
+    return Path(out_dir)
+
+
 def read_export_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The ``config.json`` of an export directory."""
     cfg_path = Path(path) / "config.json"
@@ -443,8 +466,15 @@ def cli_main(argv: list[str] | None = None) -> int:
                                                   "checkpoint's hyperparameters name the backbones).")
     p.add_argument("--out", required=True, help="Export directory (replaced atomically if it exists).")
     p.add_argument("--no_overwrite", action="store_true", help="Fail instead of replacing an existing --out.")
+    p.add_argument("--llm_only", action="store_true",
+                   help="Write only the trained LLM and its tokenizer, as its plugin's pretrained directory (for "
+                        "--model.llm.init_args.pretrained OUT in a later recipe).")
     args, overrides = p.parse_known_args(argv)  # the rest are recipe overrides, e.g. --data.max_tokens 96
     module, model_cfg, data_cfg = build_from_checkpoint(args.ckpt_path, args.config, overrides)
+    if args.llm_only:
+        out = export_llm(module, args.out, overwrite=not args.no_overwrite)
+        print(f"Exported the LLM to {out}. Train from it with: --model.llm.init_args.pretrained {out}")
+        return 0
     out = export_model(module, model_cfg, data_cfg, args.out, overwrite=not args.no_overwrite)
     print(f"Exported to {out}. Load it with: Embedder.from_pretrained({str(out)!r}), or run "
           f"`python -m notellm2_pl evaluate --model {out} --data DATA_ROOT`.")

@@ -11,6 +11,7 @@ everything the registry knows.
 from __future__ import annotations
 
 import abc
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,6 +147,19 @@ class LLMBackbone(_Lockable, abc.ABC):
         self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, output_attentions: bool = False
     ) -> LLMOutput:
         """Run the decoder on ``inputs_embeds (B, T, H)`` with a ``(B, T)`` 0/1 mask (right padding)."""
+
+    def save_pretrained(self, out_dir: str | os.PathLike[str]) -> None:
+        """Write the decoder and its tokenizer (added tokens included) as a directory this plugin loads again.
+
+        Optional: ``export --llm_only`` calls it, e.g. to start a later training from a fine-tuned LLM. Plugins that
+        cannot write themselves keep this default, which says so.
+
+        Args:
+            out_dir: Directory to write (created if missing).
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot write itself as a pretrained directory: implement "
+                                  f"save_pretrained(out_dir) in the plugin, or export the whole model without "
+                                  f"--llm_only.")
 
 
 class VisionEncoder(_Lockable, abc.ABC):

@@ -86,6 +86,36 @@ def test_export_command_from_checkpoint(tiny, tmp_path, capsys):
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
 
 
+def test_export_llm_only_loads_as_the_llm_of_a_later_recipe(tiny, tmp_path, capsys):
+    from notellm2_pl.export import cli_main
+    from notellm2_pl_backbones.hf_llm import HFCausalLM
+
+    llm = tiny["module"].encoder.llm
+    ckpt = tmp_path / "model.ckpt"
+    with torch.no_grad():  # as if fine-tuned: the exported decoder must be this one, not the recipe's prior
+        trained = {k: v + 0.01 * torch.randn_like(v) for k, v in tiny["module"].state_dict().items()}
+    torch.save({"state_dict": trained}, ckpt)
+    out = tmp_path / "llm"
+    assert cli_main(["--config", str(tiny["cfg"]), "--ckpt_path", str(ckpt), "--out", str(out), "--llm_only"]) == 0
+    assert f"--model.llm.init_args.pretrained {out}" in capsys.readouterr().out
+    assert (out / "config.json").is_file() and not (out / "tokenizer").exists()  # a plain save_pretrained layout
+    reloaded = HFCausalLM(pretrained=str(out))
+    assert "<IMG_EMB>" in reloaded.tokenizer.get_vocab()  # the tokens the recipe added travel with it
+    got = reloaded.model.state_dict()
+    for k, v in llm.model.state_dict().items():
+        torch.testing.assert_close(got[k], trained[f"encoder.llm.model.{k}"], atol=0, rtol=0)
+    with pytest.raises(FileExistsError):
+        cli_main(["--config", str(tiny["cfg"]), "--ckpt_path", str(ckpt), "--out", str(out), "--llm_only",
+                  "--no_overwrite"])
+
+
+def test_llm_plugins_without_save_pretrained_say_so():
+    from notellm2_pl.interfaces import LLMBackbone
+
+    with pytest.raises(NotImplementedError, match="--llm_only"):
+        LLMBackbone.save_pretrained(object(), "x")  # the contract's default, as a plugin that keeps it
+
+
 def test_prediction_writer_shards_merge_to_the_right_ids(tiny, tmp_path):
     import lightning as L
 

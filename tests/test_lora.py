@@ -32,6 +32,23 @@ def test_only_adapters_and_new_parts_train(setup):
     assert module.encoder.head.weight.requires_grad and module.tau.requires_grad
 
 
+def test_save_pretrained_merges_a_copy_and_reloads_as_plain_llm(setup):
+    from notellm2_pl_backbones.hf_llm import HFCausalLM
+
+    root, _, module, _ = setup
+    llm = module.encoder.llm
+    ids = torch.tensor([[5, 9, 2, 7, 11, 3]])
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        ref = llm(llm.embed_tokens(ids), mask).hidden
+    llm.save_pretrained(root / "merged_llm")
+    assert is_lora(llm.model)  # the backbone keeps its adapters
+    plain = HFCausalLM(pretrained=str(root / "merged_llm")).eval()
+    assert not is_lora(plain.model) and len(plain.tokenizer) == len(llm.tokenizer)
+    with torch.no_grad():
+        torch.testing.assert_close(plain(plain.embed_tokens(ids), mask).hidden, ref, atol=1e-5, rtol=0)
+
+
 def test_save_merge_reload_same_embeddings(setup):
     root, ckpts, module, batch = setup
     with torch.no_grad():
