@@ -87,8 +87,9 @@ def test_export_command_from_checkpoint(tiny, tmp_path, capsys):
 
 
 def test_export_llm_only_loads_as_the_llm_of_a_later_recipe(tiny, tmp_path, capsys):
-    from notellm2_pl.export import cli_main
     from notellm2_pl_backbones.hf_llm import HFCausalLM
+
+    from notellm2_pl.export import cli_main
 
     llm = tiny["module"].encoder.llm
     ckpt = tmp_path / "model.ckpt"
@@ -102,8 +103,9 @@ def test_export_llm_only_loads_as_the_llm_of_a_later_recipe(tiny, tmp_path, caps
     reloaded = HFCausalLM(pretrained=str(out))
     assert "<IMG_EMB>" in reloaded.tokenizer.get_vocab()  # the tokens the recipe added travel with it
     got = reloaded.model.state_dict()
-    for k, v in llm.model.state_dict().items():
-        torch.testing.assert_close(got[k], trained[f"encoder.llm.model.{k}"], atol=0, rtol=0)
+    assert set(got) == set(llm.model.state_dict())
+    for k, v in got.items():
+        torch.testing.assert_close(v, trained[f"encoder.llm.model.{k}"], atol=0, rtol=0)
     with pytest.raises(FileExistsError):
         cli_main(["--config", str(tiny["cfg"]), "--ckpt_path", str(ckpt), "--out", str(out), "--llm_only",
                   "--no_overwrite"])
