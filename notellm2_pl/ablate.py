@@ -6,6 +6,7 @@ recipe checks, which parse every ``recipes/**/*.yaml`` as a recipe, leave them a
     name: demo
     seeds: [0]                      # default seeds (--seeds overrides)
     overrides: []                   # appended to every fit command
+    prepare: []                     # commands run before each run's training (e.g. making its data), first
     evaluate_args: [--batch_size, "128"]
     saliency_batches: 8             # 0: no saliency analysis
     sweeps: {ratio: {label: "mICL loss ratio w_t : 1", log_x: true}}
@@ -134,6 +135,7 @@ class Grid:
     runs: list[GridRun]
     seeds: list[int] = field(default_factory=lambda: [0])
     overrides: list[str] = field(default_factory=list)
+    prepare: list[str] = field(default_factory=list)
     evaluate_args: list[str] = field(default_factory=list)
     saliency_batches: int = 0
     saliency_args: list[str] = field(default_factory=list)
@@ -157,7 +159,7 @@ def grid_names() -> list[str]:
 
 
 def load_grid(name_or_path: str) -> Grid:
-    """Load a grid by built-in name (``demo``, ``quick``, ``paper``) or YAML path."""
+    """Load a grid by built-in name (``demo``, ``quick``, ``layout``, ``paper``) or YAML path."""
     import yaml
 
     path = Path(name_or_path)
@@ -181,6 +183,7 @@ def load_grid(name_or_path: str) -> Grid:
         raise ValueError(f"{path}: run names must be unique, got {names}.")
     return Grid(name=str(raw.get("name", path.stem)), runs=runs, seeds=[int(s) for s in raw.get("seeds", [0])],
                 overrides=[str(x) for x in raw.get("overrides", []) or []],
+                prepare=[str(x) for x in raw.get("prepare", []) or []],
                 evaluate_args=[str(x) for x in raw.get("evaluate_args", []) or []],
                 saliency_batches=int(raw.get("saliency_batches", 0) or 0),
                 saliency_args=[str(x) for x in raw.get("saliency_args", []) or []],
@@ -249,7 +252,7 @@ def plan(grid: Grid, seeds: Sequence[int] | None = None, extra_overrides: Sequen
         configs = tuple(os.fspath(resolve_path(b)) for b in header.base) + (os.fspath(recipe),)
         for seed in (list(seeds) if seeds else list(run.seeds) or grid.seeds):
             overrides = tuple(grid.overrides) + tuple(run.overrides) + tuple(extra_overrides)
-            specs.append(RunSpec(run, int(seed), configs, overrides, header.prepare))
+            specs.append(RunSpec(run, int(seed), configs, overrides, (*grid.prepare, *header.prepare)))
     return specs
 
 
@@ -508,7 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
                "Grid file format: see recipes/ablations/grids/demo.yml and docs/ablations.md.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--grid", default="quick", help="Built-in grid name (demo, quick, paper) or a grid YAML file.")
+    p.add_argument("--grid", default="quick", help="Built-in grid name (demo, quick, layout, paper) or a grid YAML file.")
     p.add_argument("--seeds", type=int, nargs="+", help="Seeds (seed_everything and data.seed); default: the grid's.")
     p.add_argument("--only", nargs="+", metavar="NAME", help="Only these runs of the grid.")
     p.add_argument("--out", help="Output folder (default: runs/ablations/<grid name>).")

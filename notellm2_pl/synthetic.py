@@ -1017,7 +1017,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``synth`` command (also used for ``--help``).
 
     Returns:
-        A parser whose options are ``--out``, ``--preset``, ``--overwrite`` and one per config field.
+        A parser whose options are ``--out``, ``--preset``, ``--overwrite``, ``--exist-ok`` and one per config field.
     """
     p = argparse.ArgumentParser(
         prog="notellm2 synth",
@@ -1030,6 +1030,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory (must be empty or absent unless --overwrite)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="demo", help="base settings (default: demo)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing or incomplete dataset in --out")
+    p.add_argument("--exist-ok", action="store_true",
+                   help="if --out already holds a dataset made with these settings, keep it and exit 0 (a dataset "
+                        "made with other settings is still an error); for scripts and ablate prepare steps")
     helps = _field_help()
     defaults = asdict(PRESETS["demo"])
     for f in fields(SyntheticConfig):
@@ -1053,7 +1056,7 @@ def config_from_args(args: argparse.Namespace) -> SyntheticConfig:
 
 
 def cli_main(argv: list[str] | None = None) -> int:
-    """Command-line entry point: ``notellm2 synth --out DIR [--preset demo] [--seed S] [--overwrite] ...``.
+    """Command-line entry point: ``notellm2 synth --out DIR [--preset demo] [--seed S] [--overwrite | --exist-ok]``.
 
     Args:
         argv: Arguments without the program name (default: ``sys.argv[1:]``).
@@ -1064,6 +1067,10 @@ def cli_main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = config_from_args(args)
+        if args.exist_ok and not args.overwrite and (Path(args.out) / "dataset.json").exists():
+            ensure_dataset(args.out, cfg)  # raises if the stored settings differ
+            print(f"{args.out} already holds a synthetic dataset made with these settings; keeping it.")
+            return 0
         stats = generate(args.out, cfg, overwrite=args.overwrite)
     except (ValueError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -109,6 +109,26 @@ def test_per_run_seeds(tmp_path):
     assert [(s.run.name, s.seed) for s in plan(grid, [3])] == [("basic", 3), ("micl", 3)]  # --seeds wins
 
 
+def test_grid_prepare_runs_before_each_runs_own_prepare(tmp_path):
+    path = tmp_path / "grid.yml"
+    path.write_text(yaml.safe_dump({"name": "g", "prepare": ["python -c 'print(1)'"], "runs": [
+        {"name": "basic", "recipe": "recipes/ablations/demo/basic.yaml"},
+        {"name": "backbone_llama", "recipe": "recipes/ablations/demo/backbone_llama.yaml"}]}))
+    basic, llama = plan(load_grid(str(path)))
+    assert basic.prepare == ("python -c 'print(1)'",)
+    assert llama.prepare[0] == "python -c 'print(1)'" and "pretrain-text" in llama.prepare[1]  # grid's, then recipe's
+    lines = shell_lines([basic], Path("out"), load_grid(str(path)))
+    assert "print(1)" in lines[0] and lines[0].index("print(1)") < lines[0].index(" fit ")
+    runner, seen = FakeRunner(), []
+
+    def recording(cmd, log_path):
+        seen.append(cmd)
+        return 0 if cmd[1] == "-c" else runner(cmd, log_path)
+
+    run_one(basic, tmp_path / "out", load_grid(str(path)), recording)
+    assert seen[0][1:] == ["-c", "print(1)"] and seen[0][0] == sys.executable and seen[1][3] == "fit"
+
+
 def test_finished_run_whose_recipe_changed_warns(tmp_path, caplog):
     base = Path("recipes/ablations/demo/base.yaml").resolve()
     recipe = tmp_path / "variant.yaml"

@@ -74,7 +74,7 @@ def test_expected_matrix_is_covered(resolved_bases):
     assert resolved_bases["paper"]["trainer.accelerator"] == "gpu"
 
 
-@pytest.mark.parametrize("name", ["demo", "quick", "paper"])
+@pytest.mark.parametrize("name", ["demo", "quick", "layout", "paper"])
 def test_grids_reference_existing_recipes(name):
     grid = load_grid(name)
     assert grid.runs

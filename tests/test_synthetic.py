@@ -208,6 +208,15 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(argv) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert cli_main([*argv, "--overwrite"]) == 0
+    mtime = (out / "dataset.json").stat().st_mtime_ns
+    capsys.readouterr()
+    assert cli_main([*argv, "--exist-ok"]) == 0  # same settings: kept, not regenerated
+    assert "keeping it" in capsys.readouterr().out and (out / "dataset.json").stat().st_mtime_ns == mtime
+    assert cli_main([*argv[:-1], "4", "--exist-ok"]) == 2  # another seed: still an error
+    assert "seed" in capsys.readouterr().err
+    assert cli_main(["--out", str(tmp_path / "fresh"), "--preset", "tiny", "--num-clusters", "5", "--image-size",
+                     "32", "--exist-ok"]) == 0  # absent: generated as usual
+    assert (tmp_path / "fresh" / "dataset.json").exists()
     assert cli_main(["--out", str(tmp_path / "bad"), "--short-text-fraction", "2"]) == 2
     with pytest.raises(SystemExit) as e:
         cli_main(["--help"])
