@@ -114,10 +114,11 @@ def test_grid_prepare_runs_before_each_runs_own_prepare(tmp_path):
     path.write_text(yaml.safe_dump({"name": "g", "prepare": ["python -c 'print(1)'"], "runs": [
         {"name": "basic", "recipe": "recipes/ablations/demo/basic.yaml"},
         {"name": "backbone_llama", "recipe": "recipes/ablations/demo/backbone_llama.yaml"}]}))
-    basic, llama = plan(load_grid(str(path)))
+    grid = load_grid(str(path))
+    basic, llama = plan(grid)
     assert basic.prepare == ("python -c 'print(1)'",)
     assert llama.prepare[0] == "python -c 'print(1)'" and "pretrain-text" in llama.prepare[1]  # grid's, then recipe's
-    lines = shell_lines([basic], Path("out"), load_grid(str(path)))
+    lines = shell_lines([basic], Path("out"), grid)
     assert "print(1)" in lines[0] and lines[0].index("print(1)") < lines[0].index(" fit ")
     runner, seen = FakeRunner(), []
 
@@ -125,7 +126,7 @@ def test_grid_prepare_runs_before_each_runs_own_prepare(tmp_path):
         seen.append(cmd)
         return 0 if cmd[1] == "-c" else runner(cmd, log_path)
 
-    run_one(basic, tmp_path / "out", load_grid(str(path)), recording)
+    run_one(basic, tmp_path / "out", grid, recording)
     assert seen[0][1:] == ["-c", "print(1)"] and seen[0][0] == sys.executable and seen[1][3] == "fit"
 
 
