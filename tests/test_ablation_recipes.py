@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from notellm2_pl.ablate import load_grid, read_header, resolve_config
+from notellm2_pl.ablate import load_grid, plan, read_header, resolve_config
 from notellm2_pl.tb_views import flatten
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,3 +83,12 @@ def test_grids_reference_existing_recipes(name):
         assert set(run.sweeps) <= set(grid.sweeps)
     if name == "quick":
         assert [r.name for r in grid.runs] == ["basic", "notellm2"]
+
+
+def test_layout_grid_weights_every_micl_row_alike():
+    """mICL alone and NoteLLM-2 share the grid's e_v weighting, so the pair differs only in late fusion."""
+    specs = {s.run.name: s for s in plan(load_grid("layout"), seeds=[0])}
+    flat = {n: flatten(resolve_config(specs[n].configs, specs[n].overrides)) for n in ("micl", "notellm2", "basic")}
+    assert flat["micl"]["model.loss_weights"] == flat["notellm2"]["model.loss_weights"] == [3.0, 1.0]
+    assert _differing(flat["micl"], flat["notellm2"]) == {"model.late_fusion"}
+    assert _differing(flat["basic"], flat["micl"]) == {"model.micl", "model.loss_weights"}
