@@ -10,7 +10,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from notellm2_pl.interfaces import Connector
+from notellm2_pl.plugins.contract import Connector
 
 
 def mlp_projector(in_dim: int, out_dim: int, depth: int = 2) -> nn.Sequential:

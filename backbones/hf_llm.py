@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from notellm2_pl.interfaces import LLMBackbone, LLMOutput, find_layer_list
-from notellm2_pl.lora import is_lora, merge_lora
+from notellm2_pl.plugins.contract import LLMBackbone, LLMOutput, find_layer_list
+from notellm2_pl.model.lora import is_lora, merge_lora
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class HFCausalLM(LLMBackbone):
         revision: Hub revision (branch, tag or commit) for reproducible loads.
         trust_remote_code: Allow model code from the hub repo. Off unless you set it.
         gradient_checkpointing: Non-reentrant activation checkpointing in the decoder layers.
-        lora: LoRA adapters on the decoder via peft (``notellm2_pl.lora.apply_lora`` arguments, e.g.
+        lora: LoRA adapters on the decoder via peft (``notellm2_pl.model.lora.apply_lora`` arguments, e.g.
             ``{r: 16, alpha: 32, dropout: 0.05, target_modules: [q_proj, v_proj]}``); None: full fine-tuning.
     """
 
@@ -73,7 +73,7 @@ class HFCausalLM(LLMBackbone):
         if gradient_checkpointing:
             self.set_grad_checkpointing(True)
         if lora is not None:
-            from notellm2_pl.lora import apply_lora
+            from notellm2_pl.model.lora import apply_lora
 
             self.model = apply_lora(self.model, **lora)
 
@@ -167,7 +167,7 @@ class HFCausalLM(LLMBackbone):
     @classmethod
     def tiny(cls, model_type: str = "qwen2", **kwargs: Any) -> HFCausalLM:
         """A randomly initialised tiny model of ``model_type`` saved to a temp dir and loaded back (no download)."""
-        from notellm2_pl.testing import make_tiny_llm_checkpoint
+        from notellm2_pl.plugins.testing import make_tiny_llm_checkpoint
 
         path = make_tiny_llm_checkpoint(tempfile.mkdtemp(prefix="tiny-llm-"), model_type=model_type)
         return cls(pretrained=path, **kwargs)

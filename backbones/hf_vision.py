@@ -5,7 +5,7 @@ Both load the vision tower alone from a full checkpoint or a vision-only one (``
 processor, so the data side never hard-codes CLIP constants.
 
 Features: the hidden states of encoder layer ``feature_layer`` (default -1: the last layer, before the
-post-LayerNorm, without the visual projection: METHOD.md §2.2), all tokens (``cls_patch``) or patches only.
+post-LayerNorm, without the visual projection: docs/method.md#vision-features), all tokens (``cls_patch``) or patches only.
 Pooled feature for late fusion: CLIP uses its CLS token from the same layer (taken from the full output, so
 dropping CLS from the tokens never changes it); SigLIP has no CLS token and uses its own attention-pooling head
 output (``pooler_output``), or the token mean when the checkpoint has no head.
@@ -20,7 +20,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from notellm2_pl.interfaces import ImageConfig, VisionEncoder, VisionOutput, find_layer_list
+from notellm2_pl.plugins.contract import ImageConfig, VisionEncoder, VisionOutput, find_layer_list
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class CLIPVision(_HFVisionTower):
     @classmethod
     def tiny(cls, **kwargs: Any) -> CLIPVision:
         """A random tiny CLIP vision tower saved to a temp dir and loaded back (no download)."""
-        from notellm2_pl.testing import make_tiny_vision_checkpoint
+        from notellm2_pl.plugins.testing import make_tiny_vision_checkpoint
 
         return cls(pretrained=make_tiny_vision_checkpoint(tempfile.mkdtemp(prefix="tiny-clip-"), "clip"), **kwargs)
 
@@ -151,6 +151,6 @@ class SiglipVision(_HFVisionTower):
     @classmethod
     def tiny(cls, **kwargs: Any) -> SiglipVision:
         """A random tiny SigLIP vision tower saved to a temp dir and loaded back (no download)."""
-        from notellm2_pl.testing import make_tiny_vision_checkpoint
+        from notellm2_pl.plugins.testing import make_tiny_vision_checkpoint
 
         return cls(pretrained=make_tiny_vision_checkpoint(tempfile.mkdtemp(prefix="tiny-siglip-"), "siglip"), **kwargs)

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from notellm2_pl.interfaces import ImageConfig, VisionEncoder, VisionOutput
+from notellm2_pl.plugins.contract import ImageConfig, VisionEncoder, VisionOutput
 
 
 class TimmVision(VisionEncoder):

@@ -36,7 +36,7 @@ class EpochTimer(Callback):
 
 def epoch_times(config: str, cache_args: list[str], extra: list[str], epochs: int) -> list[float]:
     """Per-epoch seconds of ``fit --config config`` with the given overrides."""
-    from notellm2_pl.cli import build_cli
+    from notellm2_pl.commands.main import build_cli
 
     with tempfile.TemporaryDirectory() as tmp:
         args = ["--config", config, "--trainer.max_epochs", str(epochs), "--trainer.logger", "false",

@@ -39,8 +39,8 @@ def measure(cache: bool, batches: int, root: str, llm_path: str, cache_dir: str 
     from notellm2_pl_backbones.hf_llm import HFCausalLM
 
     from notellm2_pl import registry
-    from notellm2_pl.data import NoteDataModule
-    from notellm2_pl.module import NoteLLM2Module
+    from notellm2_pl.data.datamodule import NoteDataModule
+    from notellm2_pl.training.module import NoteLLM2Module
 
     torch.manual_seed(0)
     vision = registry.get("vision", "EfficientNetLite0")(image_size=128)

@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from notellm2_pl.testing import TINY_WORDS
+from notellm2_pl.plugins.testing import TINY_WORDS
 
 QWEN25_05B = {
     "hidden_size": 896,
@@ -100,8 +100,8 @@ def build_module(root: Path, dry: bool, compile_llm: bool = False) -> Any:
     from notellm2_pl_backbones.hf_llm import HFCausalLM
     from notellm2_pl_backbones.hf_vision import SiglipVision
 
-    from notellm2_pl.module import NoteLLM2Module
-    from notellm2_pl.testing import make_tiny_llm_checkpoint
+    from notellm2_pl.training.module import NoteLLM2Module
+    from notellm2_pl.plugins.testing import make_tiny_llm_checkpoint
 
     llm_path = make_tiny_llm_checkpoint(root / "llm", "qwen2", **(TINY_LLM if dry else QWEN25_05B))
     vcfg = TINY_VISION if dry else SIGLIP_BASE
@@ -126,9 +126,9 @@ def make_batch(module: Any, root: Path, n_pairs: int, tokens: int) -> dict[str, 
     """``n_pairs`` random pairs processed exactly as the training loader does."""
     from PIL import Image
 
-    from notellm2_pl.datasets import Note
-    from notellm2_pl.processing import NoteProcessor, collate_pairs
-    from notellm2_pl.prompts import TextLimits
+    from notellm2_pl.data.tables import Note
+    from notellm2_pl.data.processing import NoteProcessor, collate_pairs
+    from notellm2_pl.data.prompts import TextLimits
 
     rng = random.Random(0)
     (root / "img").mkdir(exist_ok=True)
@@ -154,7 +154,7 @@ def train_step(
     grad_cache_chunk: int | None,
 ) -> float:
     """Forward + loss + backward + AdamW step (GradCache in chunks of ``grad_cache_chunk`` notes when set)."""
-    from notellm2_pl.gradcache import grad_cache_backward
+    from notellm2_pl.training.gradcache import grad_cache_backward
 
     with _autocast(device, dtype):
         if grad_cache_chunk:

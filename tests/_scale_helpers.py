@@ -9,14 +9,14 @@ from typing import Any
 
 import torch
 
-from notellm2_pl.testing import TINY_WORDS
+from notellm2_pl.plugins.testing import TINY_WORDS
 
 WORDS = TINY_WORDS
 
 
 def make_ckpts(root: Path, llm_overrides: dict[str, Any] | None = None) -> dict[str, str]:
     """Tiny qwen2 LLM + tiny CLIP tower under ``root``."""
-    from notellm2_pl.testing import make_tiny_llm_checkpoint, make_tiny_vision_checkpoint
+    from notellm2_pl.plugins.testing import make_tiny_llm_checkpoint, make_tiny_vision_checkpoint
 
     return {
         "llm": make_tiny_llm_checkpoint(root / "llm", "qwen2", **(llm_overrides or {})),
@@ -30,7 +30,7 @@ def tiny_module(ckpts: dict[str, str], seed: int = 0, llm_kwargs: dict[str, Any]
     from notellm2_pl_backbones.hf_llm import HFCausalLM
     from notellm2_pl_backbones.hf_vision import CLIPVision
 
-    from notellm2_pl.module import NoteLLM2Module
+    from notellm2_pl.training.module import NoteLLM2Module
 
     torch.manual_seed(seed)
     connector = functools.partial(
@@ -53,7 +53,7 @@ def make_pairs(img_dir: Path, n_pairs: int, seed: int = 0) -> list[tuple[Any, An
     """``n_pairs`` pairs of random notes with images; pair 1 reuses pair 0's target (a repeated popular item)."""
     from PIL import Image
 
-    from notellm2_pl.datasets import Note
+    from notellm2_pl.data.tables import Note
 
     rng = random.Random(seed)
     img_dir.mkdir(parents=True, exist_ok=True)
@@ -75,7 +75,7 @@ def make_pairs(img_dir: Path, n_pairs: int, seed: int = 0) -> list[tuple[Any, An
 
 def collate_pair_notes(module: Any, pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
     """Process and collate pairs exactly as the training data loader does (``[queries; targets]``)."""
-    from notellm2_pl.processing import NoteProcessor, collate_pairs
+    from notellm2_pl.data.processing import NoteProcessor, collate_pairs
 
     proc = NoteProcessor(module.note_format(), max_tokens=64)
     return collate_pairs([(proc(q, train=True), proc(t, train=True)) for q, t in pairs])

@@ -15,7 +15,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def tiny_ckpts(tmp_path_factory) -> dict[str, str]:
     """Local tiny checkpoints: qwen2, qwen3, llama LLMs and CLIP / SigLIP vision towers."""
-    from notellm2_pl.testing import make_tiny_llm_checkpoint, make_tiny_vision_checkpoint
+    from notellm2_pl.plugins.testing import make_tiny_llm_checkpoint, make_tiny_vision_checkpoint
 
     root = tmp_path_factory.mktemp("ckpts")
     paths = {k: make_tiny_llm_checkpoint(root / k, model_type=k) for k in ("qwen2", "qwen3", "llama")}
@@ -37,8 +37,8 @@ def image_dir(tmp_path):
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """A tiny mICL model (tiny Qwen2 + CLIP + Q-Former) exported to a directory, and its dataset root."""
-    from notellm2_pl.export import build_from_config, export_model
-    from notellm2_pl.testing import write_tiny_recipe
+    from notellm2_pl.inference.export import build_from_config, export_model
+    from notellm2_pl.plugins.testing import write_tiny_recipe
 
     root = tmp_path_factory.mktemp("tiny")
     cfg, data = write_tiny_recipe(root)

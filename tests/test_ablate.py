@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from notellm2_pl.ablate import MARKER, load_grid, plan, run_one, shell_lines
-from notellm2_pl.tb_views import read_layout, read_run_events, write_reports
+from notellm2_pl.analysis.ablate import MARKER, load_grid, plan, run_one, shell_lines
+from notellm2_pl.analysis.reports import read_layout, read_run_events, write_reports
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {  # what a resolved config holds for each fake run (only what the views read)
@@ -216,7 +216,7 @@ def test_grid_resume_collect_and_views(grid, tmp_path):
 
 
 def test_reuse_counts_runs_finished_in_other_folders(grid, tmp_path, capsys):
-    from notellm2_pl.ablate import cli_main
+    from notellm2_pl.analysis.ablate import cli_main
 
     runner = FakeRunner()
     seed0 = tmp_path / "seed0"
@@ -262,7 +262,7 @@ def test_reuse_counts_runs_finished_in_other_folders(grid, tmp_path, capsys):
 
 def test_ablate_cli_tiny_real_run(tmp_path, tiny_ckpts):
     """fit -> evaluate -> saliency -> marker -> reports through the real CLI on tiny backbones."""
-    from notellm2_pl.synthetic import PRESETS, generate
+    from notellm2_pl.data.synthetic import PRESETS, generate
 
     data = tmp_path / "data"
     generate(data, PRESETS["tiny"])

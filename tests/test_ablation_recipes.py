@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from notellm2_pl.ablate import load_grid, plan, read_header, resolve_config
-from notellm2_pl.tb_views import flatten
+from notellm2_pl.analysis.ablate import load_grid, plan, read_header, resolve_config
+from notellm2_pl.analysis.reports import flatten
 
 ROOT = Path(__file__).resolve().parents[1]
 SCALES = ("demo", "paper")

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_demo_recipe_trains_logs_and_tests(tmp_path, tiny_ckpts):
-    from notellm2_pl.synthetic import PRESETS, generate
+    from notellm2_pl.data.synthetic import PRESETS, generate
 
     data = tmp_path / "data"
     generate(data, PRESETS["tiny"])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from notellm2_pl.config_check import preflight
+from notellm2_pl.commands.config_check import preflight
 
 DEMO = str(Path(__file__).resolve().parents[1] / "recipes" / "demo.yaml")
 
@@ -44,15 +44,15 @@ def test_recipe_file_mistakes(tmp_path: Path) -> None:
 
 
 def test_cli_exits_2_with_the_message(capsys: pytest.CaptureFixture) -> None:
-    from notellm2_pl.cli import main
+    from notellm2_pl.commands.main import main
 
     assert main(["fit", "--config", DEMO, "--print_config", "--model.llm.class_path", "HFCausalLMX"]) == 2
     assert "Did you mean 'HFCausalLM'" in capsys.readouterr().err
 
 
 def test_missing_data_root_says_what_to_type(tmp_path: Path) -> None:
-    from notellm2_pl.data import NoteDataModule
-    from notellm2_pl.datasets import DataError
+    from notellm2_pl.data.datamodule import NoteDataModule
+    from notellm2_pl.data.tables import DataError
 
     with pytest.raises(DataError, match=r"does not exist.*python -m notellm2_pl synth --out .*--data.root"):
         NoteDataModule(str(tmp_path / "missing"))._split("train")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from notellm2_pl import registry
-from notellm2_pl.testing import check_connector_contract, check_llm_contract, check_vision_contract
+from notellm2_pl.plugins.testing import check_connector_contract, check_llm_contract, check_vision_contract
 
 CHECKS = {"llm": check_llm_contract, "vision": check_vision_contract, "connector": check_connector_contract}
 PLUGINS = [(kind, name) for kind in CHECKS for name in registry.names(kind)]

@@ -35,7 +35,7 @@ def _worker(rank: int, port: int, ckpts: dict[str, str], img_dir: str, state_pat
     from lightning.pytorch.strategies import DDPStrategy
     from torch.nn.parallel import DistributedDataParallel
 
-    from notellm2_pl.gradcache import grad_cache_backward
+    from notellm2_pl.training.gradcache import grad_cache_backward
 
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -134,8 +134,8 @@ def test_scale_recipe_strategy_instantiates(recipe):
 
 def test_ddp_recipe_builds_on_cpu_with_tiny_checkpoints_and_grad_cache(tiny_ckpts, caplog):
     """The DDP recipe instantiates end to end (hub ids -> tiny local checkpoints), GradCache on; bf16 on CPU warns."""
-    from notellm2_pl.cli import build_cli
-    from notellm2_pl.module import warn_cpu_bf16
+    from notellm2_pl.commands.main import build_cli
+    from notellm2_pl.training.module import warn_cpu_bf16
 
     recipe = next(p for p in SCALE if p.name == "ddp_1node.yaml")
     cli = build_cli(["--config", str(recipe), "--trainer.accelerator", "cpu", "--trainer.devices", "1",

@@ -14,7 +14,7 @@ if importlib.util.find_spec("notellm2_effnet") is None:
     pytest.skip("example plugin not installed: run scripts/install_extras.sh", allow_module_level=True)
 
 from notellm2_pl import registry
-from notellm2_pl.interfaces import ImageConfig, VisionEncoder
+from notellm2_pl.plugins.contract import ImageConfig, VisionEncoder
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 
 
 def test_evaluate_model_writes_table_json_csv_tb_with_probes(exported, tmp_path, capsys):
-    from notellm2_pl.evaluate import cli_main
+    from notellm2_pl.retrieval.evaluation import cli_main
 
     out = tmp_path / "eval"
     assert cli_main(["--model", str(exported["export"]), "--out", str(out), "--batch_size", "16",
@@ -42,7 +42,7 @@ def test_evaluate_model_writes_table_json_csv_tb_with_probes(exported, tmp_path,
 
 
 def test_evaluate_needs_one_source(capsys):
-    from notellm2_pl.evaluate import cli_main
+    from notellm2_pl.retrieval.evaluation import cli_main
 
     with pytest.raises(SystemExit):
         cli_main(["--data", "x"])
@@ -50,7 +50,7 @@ def test_evaluate_needs_one_source(capsys):
 
 
 def test_default_ks_grow_with_the_pool():
-    from notellm2_pl.evaluate import default_ks
+    from notellm2_pl.retrieval.evaluation import default_ks
 
     assert default_ks(500) == [10, 20, 50, 100, 1000]
     assert default_ks(150_000) == [10, 20, 50, 100, 1000, 10_000, 100_000]

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from notellm2_pl.testing import write_tiny_recipe
+from notellm2_pl.plugins.testing import write_tiny_recipe
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """The tiny recipe, its module (new parts perturbed, as if trained), and the test notes."""
-    from notellm2_pl.datasets import load_split
-    from notellm2_pl.export import build_from_config
+    from notellm2_pl.data.tables import load_split
+    from notellm2_pl.inference.export import build_from_config
 
     root = tmp_path_factory.mktemp("tiny")
     cfg, data = write_tiny_recipe(root)
@@ -33,7 +33,7 @@ def tiny(tmp_path_factory):
 def test_export_reload_gives_same_embeddings(tiny, tmp_path):
     from safetensors import safe_open
 
-    from notellm2_pl.export import Embedder, export_model
+    from notellm2_pl.inference.export import Embedder, export_model
 
     out = export_model(tiny["module"], tiny["model_cfg"], tiny["data_cfg"], tmp_path / "export")
     assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors", "tokenizer"}
@@ -56,7 +56,7 @@ def test_export_reload_gives_same_embeddings(tiny, tmp_path):
 
 
 def test_embedder_api_accepts_dicts_and_batches_consistently(tiny):
-    from notellm2_pl.export import Embedder
+    from notellm2_pl.inference.export import Embedder
 
     emb = Embedder(tiny["module"], max_tokens=96)
     notes = tiny["notes"][:7]
@@ -73,7 +73,7 @@ def test_embedder_api_accepts_dicts_and_batches_consistently(tiny):
 
 
 def test_export_command_from_checkpoint(tiny, tmp_path, capsys):
-    from notellm2_pl.export import Embedder, cli_main
+    from notellm2_pl.inference.export import Embedder, cli_main
 
     ckpt = tmp_path / "model.ckpt"
     torch.save({"state_dict": tiny["module"].state_dict(), "hyper_parameters": dict(tiny["module"].hparams)}, ckpt)
@@ -89,7 +89,7 @@ def test_export_command_from_checkpoint(tiny, tmp_path, capsys):
 def test_export_llm_only_loads_as_the_llm_of_a_later_recipe(tiny, tmp_path, capsys):
     from notellm2_pl_backbones.hf_llm import HFCausalLM
 
-    from notellm2_pl.export import cli_main
+    from notellm2_pl.inference.export import cli_main
 
     llm = tiny["module"].encoder.llm
     ckpt = tmp_path / "model.ckpt"
@@ -112,7 +112,7 @@ def test_export_llm_only_loads_as_the_llm_of_a_later_recipe(tiny, tmp_path, caps
 
 
 def test_llm_plugins_without_save_pretrained_say_so():
-    from notellm2_pl.interfaces import LLMBackbone
+    from notellm2_pl.plugins.contract import LLMBackbone
 
     with pytest.raises(NotImplementedError, match="--llm_only"):
         LLMBackbone.save_pretrained(object(), "x")  # the contract's default, as a plugin that keeps it
@@ -121,9 +121,9 @@ def test_llm_plugins_without_save_pretrained_say_so():
 def test_prediction_writer_shards_merge_to_the_right_ids(tiny, tmp_path):
     import lightning as L
 
-    from notellm2_pl.data import NoteDataModule
-    from notellm2_pl.export import Embedder
-    from notellm2_pl.prediction import EmbeddingWriter, load_embeddings, read_meta
+    from notellm2_pl.data.datamodule import NoteDataModule
+    from notellm2_pl.inference.export import Embedder
+    from notellm2_pl.retrieval.prediction_writer import EmbeddingWriter, load_embeddings, read_meta
 
     out = tmp_path / "emb"
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
@@ -141,7 +141,7 @@ def test_prediction_writer_shards_merge_to_the_right_ids(tiny, tmp_path):
 
 
 def test_shards_of_several_ranks_merge_and_drop_padding(tmp_path):
-    from notellm2_pl.prediction import load_embeddings, write_done, write_json, write_shard
+    from notellm2_pl.retrieval.prediction_writer import load_embeddings, write_done, write_json, write_shard
 
     write_json(tmp_path / "meta.json", {"format": "notellm2-embeddings", "world_size": 2, "keys": ["e_m"]})
     rows = {f"n{i}": np.full(4, i, np.float32) for i in range(5)}

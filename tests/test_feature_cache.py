@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from notellm2_pl.feature_cache import FeatureCacheError, VisionFeatureCache
+from notellm2_pl.model.feature_cache import FeatureCacheError, VisionFeatureCache
 
 
 @pytest.fixture()
@@ -71,8 +71,8 @@ def test_random_flip_with_cache_is_refused(tiny_ckpts):
     from notellm2_pl_backbones.hf_llm import HFCausalLM
     from notellm2_pl_backbones.hf_vision import CLIPVision
 
-    from notellm2_pl.data import NoteDataModule
-    from notellm2_pl.module import NoteLLM2Module
+    from notellm2_pl.data.datamodule import NoteDataModule
+    from notellm2_pl.training.module import NoteLLM2Module
 
     module = NoteLLM2Module(HFCausalLM(tiny_ckpts["qwen2"]), CLIPVision(tiny_ckpts["clip"]), micl=False,
                             feature_cache=True)
@@ -91,7 +91,7 @@ def _disk_module(tiny_ckpts, cache_dir):
     from notellm2_pl_backbones.hf_llm import HFCausalLM
     from notellm2_pl_backbones.hf_vision import CLIPVision
 
-    from notellm2_pl.module import NoteLLM2Module
+    from notellm2_pl.training.module import NoteLLM2Module
 
     torch.manual_seed(0)
     module = NoteLLM2Module(HFCausalLM(tiny_ckpts["qwen2"]), CLIPVision(tiny_ckpts["clip"]),
@@ -102,13 +102,13 @@ def _disk_module(tiny_ckpts, cache_dir):
 
 
 def _notes(image_dir):
-    from notellm2_pl.datasets import Note
+    from notellm2_pl.data.tables import Note
 
     return [Note(f"n{i}", f"title {i}", ["tag"], "some content", str(image_dir / f"img{i}.png")) for i in range(3)]
 
 
 def _batch(module, notes):
-    from notellm2_pl.processing import NoteProcessor, collate
+    from notellm2_pl.data.processing import NoteProcessor, collate
 
     processor = NoteProcessor(module.note_format(), max_tokens=64)  # built like a data-loader worker's copy
     return collate([processor(n) for n in notes])
@@ -137,7 +137,7 @@ def test_disk_keys_follow_file_transform_and_weights(tiny_ckpts, image_dir, tmp_
     import dataclasses
     import os
 
-    from notellm2_pl.feature_cache import image_file_key
+    from notellm2_pl.model.feature_cache import image_file_key
 
     module = _disk_module(tiny_ckpts, tmp_path / "feat")
     notes = _notes(image_dir)
@@ -165,14 +165,14 @@ def test_feature_cache_dir_needs_feature_cache(tiny_ckpts, tmp_path):
     from notellm2_pl_backbones.hf_llm import HFCausalLM
     from notellm2_pl_backbones.hf_vision import CLIPVision
 
-    from notellm2_pl.module import NoteLLM2Module
+    from notellm2_pl.training.module import NoteLLM2Module
 
     with pytest.raises(ValueError, match="feature_cache true"):
         NoteLLM2Module(HFCausalLM(tiny_ckpts["qwen2"]), CLIPVision(tiny_ckpts["clip"]), feature_cache_dir=str(tmp_path))
 
 
 def test_missing_image_with_store_is_a_data_error(tiny_ckpts, image_dir, tmp_path):
-    from notellm2_pl.datasets import DataError, Note
+    from notellm2_pl.data.tables import DataError, Note
 
     module = _disk_module(tiny_ckpts, tmp_path / "feat")
     with pytest.raises(DataError, match="gone.png"):

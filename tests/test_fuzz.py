@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from notellm2_pl.datasets import DataError, Note, load_split, split_official_content
-from notellm2_pl.validation import check_images, decode_image
+from notellm2_pl.data.tables import DataError, Note, load_split, split_official_content
+from notellm2_pl.data.validation import check_images, decode_image
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -138,7 +138,7 @@ def test_random_bytes_as_images(blob: bytes) -> None:
 
 
 def test_bad_image_never_becomes_a_blank_training_image(tmp_path: Path) -> None:
-    from notellm2_pl.datasets import LoadReport, Split
+    from notellm2_pl.data.tables import LoadReport, Split
 
     (tmp_path / "x.png").write_bytes(b"\x89PNG garbage")
     split = Split({"a": Note("a", "t", [], "c", str(tmp_path / "x.png"))}, {"all": []}, LoadReport())
@@ -149,8 +149,8 @@ def test_bad_image_never_becomes_a_blank_training_image(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------- prompts / processor
 @pytest.fixture(scope="module")
 def formats():
-    from notellm2_pl.processing import NoteFormat
-    from notellm2_pl.testing import tiny_tokenizer
+    from notellm2_pl.data.processing import NoteFormat
+    from notellm2_pl.plugins.testing import tiny_tokenizer
 
     tok = tiny_tokenizer()
     tok.add_tokens(["<img>", "</img>", "<IMG_EMB>"], special_tokens=True)  # as HFCausalLM.add_tokens does
@@ -166,8 +166,8 @@ def formats():
        wide=st.booleans(), max_tokens=st.integers(40, 200))
 def test_no_marker_injection(formats, title: str, topics: list[str], content: str, variant: str, preset: str,
                              probe: str, wide: bool, max_tokens: int) -> None:
-    from notellm2_pl.processing import NoteProcessor
-    from notellm2_pl.prompts import TextLimits
+    from notellm2_pl.data.processing import NoteProcessor
+    from notellm2_pl.data.prompts import TextLimits
 
     fmt = formats[(variant, preset)]
     limits = TextLimits(10_000, 10_000, 100) if wide else TextLimits()
@@ -194,7 +194,7 @@ def test_no_marker_injection(formats, title: str, topics: list[str], content: st
 @FUZZ
 @given(title=TEXT, topics=st.lists(TEXT, max_size=12), content=TEXT, preset=st.sampled_from(["en", "zh"]))
 def test_rendered_fields_are_verbatim(title: str, topics: list[str], content: str, preset: str) -> None:
-    from notellm2_pl.prompts import TextLimits, clean_fields, render
+    from notellm2_pl.data.prompts import TextLimits, clean_fields, render
 
     t, g, c = clean_fields(title, topics, content, TextLimits(), preset)
     segs = render("micl", t, g, c, preset)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from _scale_helpers import assert_grads_close, collate_pair_notes, grads, make_ckpts, make_pairs, tiny_module
 
-from notellm2_pl.gradcache import grad_cache_backward, split_batch
+from notellm2_pl.training.gradcache import grad_cache_backward, split_batch
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def test_split_batch_slices_rows_only():
 def test_module_switches_to_manual_optimisation_and_refuses_deepspeed(ckpts):
     from types import SimpleNamespace
 
-    from notellm2_pl.gradcache import check_strategy
+    from notellm2_pl.training.gradcache import check_strategy
 
     module = tiny_module(ckpts["plain"], grad_cache_chunk=4)
     assert module.automatic_optimization is False

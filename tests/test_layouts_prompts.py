@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from notellm2_pl.datasets import detect_layout, load_split, split_official_content
-from notellm2_pl.prompts import TextLimits, clean_fields, render, suffix
+from notellm2_pl.data.tables import detect_layout, load_split, split_official_content
+from notellm2_pl.data.prompts import TextLimits, clean_fields, render, suffix
 
 
 def _official(root, image_dir):
@@ -37,7 +37,7 @@ def test_official_layout_loads_as_is(tmp_path, image_dir):
     assert detect_layout(root) == "official"
     train = load_split(root, "train")
     assert train.pairs["all"] == [("n1", "n2"), ("n3", "n4")]
-    assert train.report.counts["unknown_pair_id"] == 1  # problem codes: notellm2_pl.datasets.PROBLEMS (issue 7)
+    assert train.report.counts["unknown_pair_id"] == 1  # problem codes: notellm2_pl.data.tables.PROBLEMS (issue 7)
     n1 = train.notes["n1"]
     assert n1.topics == ["穿搭", "夏天"] and n1.content == "好看\n第二行"
     assert n1.image.endswith("images/i0.png")
@@ -77,9 +77,9 @@ def test_unknown_preset_is_an_error():
 def test_truncation_keeps_suffix_and_marker_injection_is_impossible(tiny_ckpts, image_dir):
     from functools import partial
 
-    from notellm2_pl.datasets import Note
-    from notellm2_pl.model import NoteEncoder
-    from notellm2_pl.processing import NoteProcessor
+    from notellm2_pl.data.tables import Note
+    from notellm2_pl.model.encoder import NoteEncoder
+    from notellm2_pl.data.processing import NoteProcessor
     from notellm2_pl_backbones.connectors import MLPConnector
     from notellm2_pl_backbones.hf_llm import HFCausalLM
     from notellm2_pl_backbones.hf_vision import CLIPVision

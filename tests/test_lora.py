@@ -6,7 +6,7 @@ import pytest
 import torch
 from _scale_helpers import collate_pair_notes, make_ckpts, make_pairs, tiny_module
 
-from notellm2_pl.lora import is_lora, load_lora, merge_lora, save_lora
+from notellm2_pl.model.lora import is_lora, load_lora, merge_lora, save_lora
 
 LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj", "up_proj"]}
 

@@ -7,11 +7,11 @@ import math
 import torch
 import torch.nn.functional as F
 
-from notellm2_pl.losses import contrastive_loss, micl_loss, pair_labels
+from notellm2_pl.model.losses import contrastive_loss, micl_loss, pair_labels
 
 
 def _naive(emb: torch.Tensor, scale: float, ids: list[int] | None = None) -> torch.Tensor:
-    """Loop over anchors: CE of the partner against every other note (METHOD.md §4), one rank."""
+    """Loop over anchors: CE of the partner against every other note (docs/method.md#contrastive-loss), one rank."""
     n = emb.shape[0]
     half = n // 2
     total = 0.0

@@ -7,9 +7,9 @@ from functools import partial
 import pytest
 import torch
 
-from notellm2_pl.datasets import Note
-from notellm2_pl.model import LateFusionGate, NoteEncoder, splice
-from notellm2_pl.processing import NoteProcessor, collate
+from notellm2_pl.data.tables import Note
+from notellm2_pl.model.encoder import LateFusionGate, NoteEncoder, splice
+from notellm2_pl.data.processing import NoteProcessor, collate
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +144,7 @@ def _late_fusion_module(tiny_ckpts, llm_kwargs=None, **kwargs):
     from notellm2_pl_backbones.hf_llm import HFCausalLM
     from notellm2_pl_backbones.hf_vision import CLIPVision
 
-    from notellm2_pl.module import NoteLLM2Module
+    from notellm2_pl.training.module import NoteLLM2Module
 
     llm, vision = HFCausalLM(tiny_ckpts["qwen2"], **(llm_kwargs or {})), CLIPVision(tiny_ckpts["clip"])
     assert not any(m.training for m in llm.model.modules())  # what from_pretrained gives

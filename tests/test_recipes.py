@@ -34,7 +34,7 @@ def test_recipe_parses(recipe, monkeypatch, capsys):
 
 
 def _cli(argv):
-    from notellm2_pl.cli import build_cli
+    from notellm2_pl.commands.main import build_cli
 
     return build_cli(argv, run=False)
 

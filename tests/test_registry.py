@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from notellm2_pl import registry
-from notellm2_pl.interfaces import Connector, LLMBackbone, VisionEncoder
+from notellm2_pl.plugins.contract import Connector, LLMBackbone, VisionEncoder
 
 
 def test_builtin_names_resolve_to_contract_classes():
@@ -42,7 +42,7 @@ def _fake_dist(site, dist_name: str, pkg: str, entry: str) -> None:
     (site / pkg).mkdir()
     (site / pkg / "__init__.py").write_text(textwrap.dedent("""
         import torch
-        from notellm2_pl.interfaces import Connector
+        from notellm2_pl.plugins.contract import Connector
 
         class %s(Connector):
             def num_tokens(self, num_inputs):
@@ -70,7 +70,7 @@ def test_third_party_entry_point_is_discovered(tmp_path):
     _fake_dist(tmp_path, "acme-connector", "acme_conn", "AcmeConnector")
     res = _run(tmp_path, textwrap.dedent("""
         from notellm2_pl import registry
-        from notellm2_pl.testing import check_connector_contract
+        from notellm2_pl.plugins.testing import check_connector_contract
         cls = registry.get("connector", "AcmeConnector")
         check_connector_contract(cls.tiny())
         info = [i for i in registry.infos() if i.name == "AcmeConnector"][0]

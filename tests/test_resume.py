@@ -40,8 +40,8 @@ class KillAfter(Callback):
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory) -> dict[str, str]:
-    from notellm2_pl.synthetic import PRESETS, generate
-    from notellm2_pl.testing import make_tiny_llm_checkpoint, make_tiny_vision_checkpoint
+    from notellm2_pl.data.synthetic import PRESETS, generate
+    from notellm2_pl.plugins.testing import make_tiny_llm_checkpoint, make_tiny_vision_checkpoint
 
     root = tmp_path_factory.mktemp("resume")
     generate(root / "data", PRESETS["tiny"])
@@ -54,8 +54,8 @@ def _fit(assets: dict[str, str], ckpt_dir: Path, extra: list[Callback], ckpt_pat
     from notellm2_pl_backbones.hf_llm import HFCausalLM
     from notellm2_pl_backbones.hf_vision import CLIPVision
 
-    from notellm2_pl.data import NoteDataModule
-    from notellm2_pl.module import NoteLLM2Module
+    from notellm2_pl.data.datamodule import NoteDataModule
+    from notellm2_pl.training.module import NoteLLM2Module
 
     L.seed_everything(0 if ckpt_path is None else 123)  # a resumed model must get everything from the checkpoint
     model = NoteLLM2Module(HFCausalLM(assets["llm"]), CLIPVision(assets["clip"]), partial(QFormerConnector.tiny),
@@ -104,7 +104,7 @@ def test_killed_and_resumed_runs_match_uninterrupted(assets, uninterrupted, tmp_
 
 
 def test_sampler_order_is_seeded_and_sharded() -> None:
-    from notellm2_pl.sampling import ResumableSampler
+    from notellm2_pl.data.sampling import ResumableSampler
 
     data = list(range(10))
     a, b = ResumableSampler(data, seed=3), ResumableSampler(data, seed=3)
@@ -119,7 +119,7 @@ def test_sampler_order_is_seeded_and_sharded() -> None:
 
 
 def _epoch(data, seed, epoch):
-    from notellm2_pl.sampling import ResumableSampler
+    from notellm2_pl.data.sampling import ResumableSampler
 
     s = ResumableSampler(data, seed=seed)
     s.set_epoch(epoch)
@@ -129,7 +129,7 @@ def _epoch(data, seed, epoch):
 def test_length_bucketing_pads_less_and_stays_resumable() -> None:
     import random
 
-    from notellm2_pl.sampling import ResumableSampler, bucket_order
+    from notellm2_pl.data.sampling import ResumableSampler, bucket_order
 
     rng = random.Random(0)
     lengths = [rng.randint(5, 140) for _ in range(203)]
@@ -157,8 +157,8 @@ def test_datamodule_length_bucketing_reduces_padding(assets) -> None:
     from notellm2_pl_backbones.hf_llm import HFCausalLM
     from notellm2_pl_backbones.hf_vision import CLIPVision
 
-    from notellm2_pl.data import NoteDataModule
-    from notellm2_pl.module import NoteLLM2Module
+    from notellm2_pl.data.datamodule import NoteDataModule
+    from notellm2_pl.training.module import NoteLLM2Module
 
     model = NoteLLM2Module(HFCausalLM(assets["llm"]), CLIPVision(assets["clip"]), partial(QFormerConnector.tiny))
 

@@ -1,4 +1,4 @@
-"""Tests for the exact Recall@K protocol (notellm2_pl.retrieval) and the FAISS wrapper (notellm2_pl.faiss_index)."""
+"""Tests for the exact Recall@K protocol (notellm2_pl.retrieval.recall) and the FAISS wrapper (notellm2_pl.retrieval.faiss_index)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import os
 import numpy as np
 import pytest
 
-from notellm2_pl import faiss_index as fi
-from notellm2_pl.retrieval import (
+from notellm2_pl.retrieval import faiss_index as fi
+from notellm2_pl.retrieval.recall import (
     EvalResult,
     accept_pairs,
     derive_subsets,

@@ -1,4 +1,4 @@
-"""Information-flow saliency (METHOD.md §8) against direct autograd and naive loop references."""
+"""Information-flow saliency (docs/method.md#saliency) against direct autograd and naive loop references."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from notellm2_pl.datasets import Note
-from notellm2_pl.processing import NoteProcessor, collate_pairs
-from notellm2_pl.saliency import (
+from notellm2_pl.data.tables import Note
+from notellm2_pl.data.processing import NoteProcessor, collate_pairs
+from notellm2_pl.analysis.saliency import (
     SaliencyResult,
     batch_saliency,
     closing_text,
@@ -28,7 +28,7 @@ def _module(tiny_ckpts, micl=True, late_fusion=True, splice_mode="insert", kind=
     from notellm2_pl_backbones.hf_llm import HFCausalLM
     from notellm2_pl_backbones.hf_vision import CLIPVision
 
-    from notellm2_pl.module import NoteLLM2Module
+    from notellm2_pl.training.module import NoteLLM2Module
 
     torch.manual_seed(0)
     conn = partial(QFormerConnector, num_query_tokens=3, num_layers=2, hidden_size=32, num_heads=2,
@@ -47,7 +47,7 @@ def _pair_batch(module, image_dir, n_pairs=3):
 @pytest.mark.parametrize("micl", [False, True])
 def test_saliency_equals_direct_autograd(tiny_ckpts, image_dir, micl):
     """I_l from the analysis == |sum_heads A * dL/dA| computed directly with retain_grad + backward."""
-    from notellm2_pl.losses import contrastive_loss
+    from notellm2_pl.model.losses import contrastive_loss
 
     module = _module(tiny_ckpts, micl=micl)
     batch = _pair_batch(module, image_dir)
@@ -89,7 +89,7 @@ def test_saliency_keeps_a_frozen_tower_frozen_for_the_feature_cache(tiny_ckpts, 
 
 
 def _naive_flows(sal: np.ndarray, t: int, v: set[int]) -> tuple[float, float, float]:
-    """METHOD.md §8 step 5 with explicit loops."""
+    """docs/method.md#saliency step 5 with explicit loops."""
     nv = len(v)
     s_v = sum(sal[t, j] for j in v) / nv if nv else 0.0
     s_t = sum(sal[t, j] for j in range(t) if j not in v) / (t - nv)

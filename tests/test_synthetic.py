@@ -1,4 +1,4 @@
-"""Tests of the synthetic notes benchmark (notellm2_pl.synthetic), on the tiny preset (seconds on 2 cores)."""
+"""Tests of the synthetic notes benchmark (notellm2_pl.data.synthetic), on the tiny preset (seconds on 2 cores)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from notellm2_pl.synthetic import (
+from notellm2_pl.data.synthetic import (
     PRESETS,
     SyntheticConfig,
     cli_main,
@@ -129,7 +129,7 @@ def test_pairs_valid_disjoint_and_same_cluster(tiny: tuple[Path, dict], meta: di
     assert len(used) == len(set(used))  # test pairs are a matching: each note once
     train_clusters = {meta[n]["cluster_id"] for n in train_ids}
     assert not train_clusters & {meta[n]["cluster_id"] for n in test_ids}  # disjoint clusters
-    assert stats["train_pairs_text_solvable"] > 0.5  # DESIGN.md §7 regime: most training pairs solvable by text
+    assert stats["train_pairs_text_solvable"] > 0.5  # docs/design.md#data regime: most training pairs solvable by text
 
 
 def test_subsets_match_short_flags(tiny: tuple[Path, dict], meta: dict[str, dict[str, str]]) -> None:
@@ -228,7 +228,7 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 def test_badge_twins_differ_only_in_the_badge_corner(tiny: tuple[Path, dict], tmp_path: Path) -> None:
     import numpy as np
 
-    from notellm2_pl.synthetic import _render_image
+    from notellm2_pl.data.synthetic import _render_image
 
     root = tmp_path / "layout"
     generate(root, dataclasses.replace(TINY, badge_twin_fraction=0.4), num_workers=0)

@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
-from notellm2_pl import textprior
+from notellm2_pl.training import text_prior as textprior
 
 TEXTS = [
     "Velmor Quistak backpack review: roomy, light and the zips feel solid.",

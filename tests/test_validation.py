@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from notellm2_pl.datasets import DataError, load_split, severity
-from notellm2_pl.prompts import TextLimits
-from notellm2_pl.synthetic import PRESETS, generate
-from notellm2_pl.validation import check_images, cli_main, decode_image, validate_dataset
+from notellm2_pl.data.tables import DataError, load_split, severity
+from notellm2_pl.data.prompts import TextLimits
+from notellm2_pl.data.synthetic import PRESETS, generate
+from notellm2_pl.data.validation import check_images, cli_main, decode_image, validate_dataset
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -137,7 +137,7 @@ def test_each_bad_image_raises_with_its_note_line(tiny_root: Path, tmp_path: Pat
 
 
 def test_datamodule_setup_checks_and_counts(tiny_root: Path, tmp_path: Path) -> None:
-    from notellm2_pl.data import NoteDataModule
+    from notellm2_pl.data.datamodule import NoteDataModule
 
     planted = _plant(tiny_root, tmp_path / "bad")
     dm = NoteDataModule(str(tmp_path / "bad"), on_error="skip")
@@ -328,7 +328,7 @@ def test_empty_id_is_named(tmp_path: Path) -> None:
 
 
 def test_deferred_image_checks_need_raise_mode():
-    from notellm2_pl.data import NoteDataModule
+    from notellm2_pl.data.datamodule import NoteDataModule
 
     with pytest.raises(ValueError, match="check_images true"):
         NoteDataModule(check_images=False, on_error="skip")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from notellm2_pl.interfaces import ImageConfig, VisionEncoder, VisionOutput
+from notellm2_pl.plugins.contract import ImageConfig, VisionEncoder, VisionOutput
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 

@@ -1,4 +1,4 @@
-"""Exact Recall@K evaluation for item-to-item retrieval (METHOD.md §6.2-6.3).
+"""Exact Recall@K evaluation for item-to-item retrieval (docs/method.md#recall-at-k and #short-and-long-subsets).
 
 Everything here is a pure function of arrays and id lists; no model is involved. The protocol:
 
@@ -19,7 +19,7 @@ exact duplicates usually tie bit for bit even with ``tie_tol=0``; the target's o
 Cost of the tolerance: on a 1M-note pool at d=64, about 13 % of queries have one pool note scoring within 1e-6
 above their target, which then ranks one place better than under a strict float32 sort.
 
-Subsets (METHOD.md §6.3): each subset pair list is evaluated by the same protocol, with its own accepted
+Subsets (docs/method.md#short-and-long-subsets): each subset pair list is evaluated by the same protocol, with its own accepted
 queries removed from the pool. When the dataset ships no subset files, :func:`derive_subsets` builds them
 from raw text lengths.
 """
@@ -43,7 +43,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 DEFAULT_KS: tuple[int, ...] = (10, 20, 50, 100, 1_000, 10_000, 100_000, 1_000_000)
-"""K values of METHOD.md §6.2. K larger than the pool is allowed (its recall is 1.0)."""
+"""K values of docs/method.md#recall-at-k. K larger than the pool is allowed (its recall is 1.0)."""
 
 SUBSET_NAMES: tuple[str, ...] = ("shortquery", "shortgtdoc", "longquery", "longgtdoc")
 """Subset names, matching the official ``note_pairs_test_{name}.csv`` files."""
@@ -67,7 +67,7 @@ Pair = tuple[str, str]
 
 
 def accept_pairs(pairs: Iterable[Pair], known_ids: Collection[str]) -> list[Pair]:
-    """Apply the greedy at-most-once pair rule of METHOD.md §6.2 (steps 1-2).
+    """Apply the greedy at-most-once pair rule of docs/method.md#recall-at-k (steps 1-2).
 
     Pairs are walked in order. A pair is skipped if either note is not in ``known_ids``, if it pairs a note
     with itself, or if either note already appeared as the query or the target of an accepted pair. Each
@@ -218,7 +218,7 @@ def rank_targets(
 
 
 def recall_at_k(ranks: np.ndarray | Sequence[int], ks: Iterable[int] = DEFAULT_KS) -> dict[int, float]:
-    """Recall@K = mean over queries of ``[rank < K]`` (METHOD.md §6.2 step 5).
+    """Recall@K = mean over queries of ``[rank < K]`` (docs/method.md#recall-at-k step 5).
 
     Args:
         ranks: (Q,) 0-based target ranks, e.g. from :func:`rank_targets`.
@@ -303,7 +303,7 @@ def _check_normalised(emb: np.ndarray, tol: float = 1e-3, sample: int = 100_000)
         if dev > tol:
             log.warning(
                 "Embeddings are not L2-normalised (max |norm - 1| = %.3g); ranking by raw inner product. "
-                "Normalise them (e / ||e||) for cosine similarity as in METHOD.md §6.2.",
+                "Normalise them (e / ||e||) for cosine similarity as in docs/method.md#recall-at-k.",
                 dev,
             )
 
@@ -356,7 +356,7 @@ def evaluate_pairs(
     pool_chunk_size: int = 8192,
     tie_tol: float = 1e-6,
 ) -> EvalResult:
-    """Run the whole exact Recall@K protocol (METHOD.md §6.2) on one pair set.
+    """Run the whole exact Recall@K protocol (docs/method.md#recall-at-k) on one pair set.
 
     Args:
         embeddings: (N, d) L2-normalised embeddings of every test note (float32 preferred; others are cast).
@@ -391,7 +391,7 @@ def evaluate_subsets(
 ) -> dict[str, EvalResult]:
     """Evaluate several pair sets (``all`` and the short/long subsets) over the same embeddings.
 
-    Each set is filtered and pooled on its own (METHOD.md §6.3): its pool is all notes minus *its* accepted
+    Each set is filtered and pooled on its own (docs/method.md#short-and-long-subsets): its pool is all notes minus *its* accepted
     queries. Empty sets are reported with ``num_queries=0`` and NaN recalls.
 
     Args:

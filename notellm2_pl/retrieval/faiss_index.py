@@ -1,6 +1,6 @@
 """FAISS top-k retrieval over note embeddings: build, search (sharded), save/load (atomic), recall vs exact.
 
-Exact Recall@K for evaluation lives in :mod:`notellm2_pl.retrieval`; this module serves top-k search (e.g. to show
+Exact Recall@K for evaluation lives in :mod:`notellm2_pl.retrieval.recall`; this module serves top-k search (e.g. to show
 or export neighbours) and approximate indexes for large pools.
 
 Index kinds (all inner product, i.e. cosine on L2-normalised float32 embeddings):

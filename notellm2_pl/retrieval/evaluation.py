@@ -1,11 +1,11 @@
-"""The ``evaluate`` command: exact Recall@K (METHOD.md §6) of saved embeddings or of a model, with probes.
+"""The ``evaluate`` command: exact Recall@K (docs/method.md#evaluation-protocol) of saved embeddings or of a model, with probes.
 
 Two sources:
 
 - ``--embeddings DIR [DIR ...]``: embeddings directories written by ``predict`` with
-  :class:`~notellm2_pl.prediction.EmbeddingWriter` (one per probe; the probe is read from each ``meta.json``).
+  :class:`~notellm2_pl.retrieval.prediction_writer.EmbeddingWriter` (one per probe; the probe is read from each ``meta.json``).
 - ``--model EXPORT_DIR`` or ``--ckpt_path CKPT [--config RECIPE]``: the test notes are embedded here, once per probe
-  (``full``, ``only_image``, ``only_text``; METHOD.md §6.4).
+  (``full``, ``only_image``, ``only_text``; docs/method.md#only-image-and-only-text-probes).
 
 Every embedding kind is evaluated (``e_m``, and the mICL visual embedding ``e_v``) on every pair set of the test split
 (``all`` + the short/long subsets: subset files, or subsets derived from raw text length). Output: a console table,
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from notellm2_pl.retrieval import (
+from notellm2_pl.retrieval.recall import (
     DEFAULT_KS,
     EvalResult,
     evaluate_subsets,
@@ -39,7 +39,7 @@ PROBES: tuple[str, ...] = ("full", "only_image", "only_text")
 
 
 def default_ks(pool_size: int) -> list[int]:
-    """10, 20, 50, 100, 1000, then every larger K of METHOD.md §6.2 (10k, 100k, 1M) up to the pool size."""
+    """10, 20, 50, 100, 1000, then every larger K of docs/method.md#recall-at-k (10k, 100k, 1M) up to the pool size."""
     return list(BASE_KS) + [k for k in DEFAULT_KS if k not in BASE_KS and k <= pool_size]
 
 
@@ -53,7 +53,7 @@ def load_test_pool(root: str | os.PathLike[str], on_error: str = "raise", short_
         short_max_chars: Short-text threshold of the derived subsets (datasets without subset files).
         long_min_chars: Long-text threshold of the derived subsets.
     """
-    from notellm2_pl.data import NoteDataModule
+    from notellm2_pl.data.datamodule import NoteDataModule
 
     dm = NoteDataModule(root=os.fspath(root), on_error=on_error, short_max_chars=short_max_chars,
                         long_min_chars=long_min_chars)
@@ -96,7 +96,7 @@ def report(results: Mapping[str, Mapping[str, EvalResult]], out_dir: str | os.Pa
 
 
 def _runs_from_embeddings(dirs: Sequence[str]) -> tuple[dict[str, tuple[list[str], np.ndarray]], str | None]:
-    from notellm2_pl.prediction import load_embeddings, read_meta
+    from notellm2_pl.retrieval.prediction_writer import load_embeddings, read_meta
 
     runs: dict[str, tuple[list[str], np.ndarray]] = {}
     root = None
@@ -115,7 +115,7 @@ def _runs_from_embeddings(dirs: Sequence[str]) -> tuple[dict[str, tuple[list[str
 
 def _embed_probes(embedder: Any, ids: list[str], notes: Mapping[str, Any], probes: Sequence[str], batch_size: int,
                   save_dir: Path | None, data_root: str) -> dict[str, tuple[list[str], np.ndarray]]:
-    from notellm2_pl.prediction import write_embeddings
+    from notellm2_pl.retrieval.prediction_writer import write_embeddings
 
     runs: dict[str, tuple[list[str], np.ndarray]] = {}
     has_vision = getattr(embedder.module.encoder, "vision", None) is not None
@@ -146,7 +146,7 @@ def _parse_ks(text: str | None, pool_size: int) -> list[int]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m notellm2_pl evaluate",
-        description="Exact Recall@K (METHOD.md §6) on every pair set of a dataset's test split (all + short/long "
+        description="Exact Recall@K (docs/method.md#evaluation-protocol) on every pair set of a dataset's test split (all + short/long "
                     "subsets), for e_m and (mICL) e_v, with the only_image / only_text probes.",
         epilog="Examples:\n"
                "  python -m notellm2_pl evaluate --model runs/demo/export --data data/synthetic\n"
@@ -201,7 +201,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         runs, recorded_root = _runs_from_embeddings(args.embeddings)
         default_out = Path(args.embeddings[0]) / "eval"
     else:
-        from notellm2_pl.export import Embedder, _processor_settings, build_from_checkpoint, read_export_config
+        from notellm2_pl.inference.export import Embedder, _processor_settings, build_from_checkpoint, read_export_config
 
         if args.model:
             embedder = Embedder.from_pretrained(args.model, device=args.device, num_workers=args.num_workers)

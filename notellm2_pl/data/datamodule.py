@@ -10,9 +10,9 @@ from typing import Any, Literal
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
-from notellm2_pl.datasets import DataError, LoadReport, Note, OnError, Split, load_split
-from notellm2_pl.processing import NoteProcessor, collate, collate_pairs
-from notellm2_pl.prompts import Probe, TextLimits
+from notellm2_pl.data.tables import DataError, LoadReport, Note, OnError, Split, load_split
+from notellm2_pl.data.processing import NoteProcessor, collate, collate_pairs
+from notellm2_pl.data.prompts import Probe, TextLimits
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +58,9 @@ def collate_notes(items: list[dict[str, Any]]) -> dict[str, Any]:
 def drop_bad_images(split: Split, report: LoadReport | None = None, workers: int = 8) -> None:
     """Skip-and-count mode: remove notes whose image is missing, undecodable or unconvertible, and their pairs.
 
-    Problems are recorded in ``split.report`` (see :func:`notellm2_pl.validation.check_images`; issue 7).
+    Problems are recorded in ``split.report`` (see :func:`notellm2_pl.data.validation.check_images`; issue 7).
     """
-    from notellm2_pl.validation import check_images
+    from notellm2_pl.data.validation import check_images
 
     check_images(split, "skip", workers)
     if report is not None and report is not split.report:
@@ -98,7 +98,7 @@ class NoteDataModule(L.LightningDataModule):
             before training starts. For very large catalogues ``false`` defers decoding to the loader, where a bad
             image still raises a DataError naming the file (never a blank image); requires ``on_error=raise``.
         length_bucketing: Training batches of similar-length pairs, sorted within pools of this many batches of
-            the shuffled order (0: off, the default; ``notellm2_pl.sampling.bucket_order``). Pads less, but similar-
+            the shuffled order (0: off, the default; ``notellm2_pl.data.sampling.bucket_order``). Pads less, but similar-
             length notes then meet more often as in-batch negatives: measure on your data
             (``benchmarks/bench_padding.py``) before turning it on.
         synthetic: If set (e.g. ``{preset: demo}``) and ``root`` has no dataset, generate the synthetic benchmark
@@ -144,7 +144,7 @@ class NoteDataModule(L.LightningDataModule):
         if self.hparams.synthetic is not None:
             import dataclasses
 
-            from notellm2_pl.synthetic import PRESETS, ensure_dataset
+            from notellm2_pl.data.synthetic import PRESETS, ensure_dataset
 
             cfg = dict(self.hparams.synthetic)
             base = PRESETS[cfg.pop("preset", "demo")]
@@ -165,7 +165,7 @@ class NoteDataModule(L.LightningDataModule):
             split = load_split(self.hparams.root, name, self.hparams.on_error, limits=self.limits)
             needs_images = self.processor is None or self.processor.fmt.image_config is not None
             if needs_images and self.hparams.check_images:
-                from notellm2_pl.validation import check_images
+                from notellm2_pl.data.validation import check_images
 
                 check_images(split, self.hparams.on_error, workers=8, cache=self._image_cache)
             for reason, n in split.report.counts.items():
@@ -204,7 +204,7 @@ class NoteDataModule(L.LightningDataModule):
         ds = PairDataset(split.pairs["all"], split.notes, self.processor)
         # drop_last: every rank contributes the same number of notes to the gathered contrastive batch
         # issue 7: seeded shuffle whose position and RNG states are saved in checkpoints (exact mid-epoch resume)
-        from notellm2_pl.sampling import resumable_loader
+        from notellm2_pl.data.sampling import resumable_loader
 
         nw, pool = self.hparams.num_workers, self.hparams.length_bucketing
         lengths = None
@@ -225,7 +225,7 @@ class NoteDataModule(L.LightningDataModule):
 
     def test_pair_sets(self) -> dict[str, list[tuple[str, str]]]:
         """Pair sets of the test split: ``all`` plus the subset files, or subsets derived from raw text length."""
-        from notellm2_pl.retrieval import derive_subsets
+        from notellm2_pl.retrieval.recall import derive_subsets
 
         split = self._split("test")
         if len(split.pairs) > 1:

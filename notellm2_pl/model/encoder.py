@@ -15,15 +15,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from notellm2_pl.feature_cache import VisionFeatureCache
-from notellm2_pl.interfaces import Connector, LLMBackbone, VisionEncoder
-from notellm2_pl.processing import NoteFormat
+from notellm2_pl.model.feature_cache import VisionFeatureCache
+from notellm2_pl.plugins.contract import Connector, LLMBackbone, VisionEncoder
+from notellm2_pl.data.processing import NoteFormat
 
 ConnectorFactory = Callable[[int, int], Connector]
 
 
 class LateFusionGate(nn.Module):
-    """``out = z * h + (1 - z) * v`` with ``v = W_lf cls`` and ``z = sigmoid(W_g [h; v])`` (METHOD.md §2.6).
+    """``out = z * h + (1 - z) * v`` with ``v = W_lf cls`` and ``z = sigmoid(W_g [h; v])`` (docs/method.md#late-fusion).
 
     Args:
         vision_dim: Width of the vision pooled feature.

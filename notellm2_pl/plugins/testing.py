@@ -2,7 +2,7 @@
 
 ``make_tiny_llm_checkpoint`` / ``make_tiny_vision_checkpoint`` build real architectures from config objects and
 ``save_pretrained`` them, so the same ``from_pretrained`` code path as a hub model is exercised.
-``check_*_contract`` verify that a plugin honours the contract in ``notellm2_pl.interfaces``.
+``check_*_contract`` verify that a plugin honours the contract in ``notellm2_pl.plugins.contract``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from notellm2_pl.interfaces import Connector, LLMBackbone, VisionEncoder
+from notellm2_pl.plugins.contract import Connector, LLMBackbone, VisionEncoder
 
 TINY_CORPUS = (
     "Note: {\"image\":\"\",\"title\":\"\",\"topic\":\"\",\"content\":\"\"}, compress into one word: \" . "
@@ -32,7 +32,7 @@ _LLM_SIZES: dict[str, Any] = dict(hidden_size=64, intermediate_size=128, num_hid
 
 def tiny_tokenizer(vocab_size: int = 600) -> Any:
     """A byte-level BPE tokenizer trained in well under a second on a small built-in corpus."""
-    from notellm2_pl.textprior import train_tokenizer
+    from notellm2_pl.training.text_prior import train_tokenizer
 
     return train_tokenizer([TINY_CORPUS], vocab_size=vocab_size)
 
@@ -79,7 +79,7 @@ def write_tiny_recipe(root: Path) -> tuple[Path, Path]:
     Returns:
         (recipe path, dataset root).
     """
-    from notellm2_pl.synthetic import PRESETS, generate
+    from notellm2_pl.data.synthetic import PRESETS, generate
 
     root = Path(root)
     llm, clip = make_tiny_llm_checkpoint(root / "llm"), make_tiny_vision_checkpoint(root / "clip")

@@ -1,7 +1,7 @@
 """Give a tiny LLM text priors: train a byte-level BPE tokenizer and a few minutes of causal-LM pretraining.
 
 Why: image neglect (the effect NoteLLM-2 fixes) shows up when the LLM already "reads" text well. A random-init
-tiny LLM has no such prior, so the demo pretrains one on the corpus text first (DESIGN.md §7)::
+tiny LLM has no such prior, so the demo pretrains one on the corpus text first (docs/design.md#data)::
 
     python -m notellm2_pl pretrain-text --data data/demo --out checkpoints/text_prior
 
@@ -392,7 +392,7 @@ def finished_settings(out_dir: str | Path) -> dict[str, Any] | None:
 # ---------------------------------------------------------------------------------------------------------- CLI
 def note_texts(root: str | Path) -> list[str]:
     """Training-note texts of a dataset, each as ``"title topics content"`` (topics space-separated)."""
-    from notellm2_pl.datasets import load_split
+    from notellm2_pl.data.tables import load_split
 
     split = load_split(root, "train", on_error="skip")
     texts = []

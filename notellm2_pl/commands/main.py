@@ -18,16 +18,16 @@ LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 # name -> ("module:function", one-line help). Each function takes argv (list[str]) and returns an exit code.
 EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
-    "list": ("notellm2_pl.cli:list_plugins", "list every registered plugin and the distribution it comes from"),
-    "synth": ("notellm2_pl.synthetic:cli_main", "generate the synthetic notes benchmark"),
-    "pretrain-text": ("notellm2_pl.textprior:cli_main", "give a tiny LLM text priors (causal LM on a dataset's text)"),
-    "validate-data": ("notellm2_pl.validation:cli_main", "check a dataset's rows, pairs and images (file:line)"),
-    "evaluate": ("notellm2_pl.evaluate:cli_main", "exact Recall@K of embeddings or a model, all subsets + probes"),
-    "export": ("notellm2_pl.export:cli_main", "export a checkpoint to a self-contained model directory"),
-    "index": ("notellm2_pl.search:index_main", "build a FAISS index over saved embeddings"),
-    "search": ("notellm2_pl.search:cli_main", "top-k I2I neighbours of note ids or of a new note"),
-    "ablate": ("notellm2_pl.ablate:cli_main", "run a grid of ablation recipes (resumable); table, plots, TensorBoard"),
-    "saliency": ("notellm2_pl.saliency:cli_main", "information-flow saliency S_v/S_t/S_o per layer (METHOD.md §8)"),
+    "list": ("notellm2_pl.commands.main:list_plugins", "list every registered plugin and the distribution it comes from"),
+    "synth": ("notellm2_pl.data.synthetic:cli_main", "generate the synthetic notes benchmark"),
+    "pretrain-text": ("notellm2_pl.training.text_prior:cli_main", "give a tiny LLM text priors (causal LM on a dataset's text)"),
+    "validate-data": ("notellm2_pl.data.validation:cli_main", "check a dataset's rows, pairs and images (file:line)"),
+    "evaluate": ("notellm2_pl.retrieval.evaluation:cli_main", "exact Recall@K of embeddings or a model, all subsets + probes"),
+    "export": ("notellm2_pl.inference.export:cli_main", "export a checkpoint to a self-contained model directory"),
+    "index": ("notellm2_pl.retrieval.search:index_main", "build a FAISS index over saved embeddings"),
+    "search": ("notellm2_pl.retrieval.search:cli_main", "top-k I2I neighbours of note ids or of a new note"),
+    "ablate": ("notellm2_pl.analysis.ablate:cli_main", "run a grid of ablation recipes (resumable); table, plots, TensorBoard"),
+    "saliency": ("notellm2_pl.analysis.saliency:cli_main", "information-flow saliency S_v/S_t/S_o per layer (docs/method.md#saliency)"),
 }
 
 
@@ -98,8 +98,8 @@ def register_resolvers() -> None:
 def build_cli(argv: list[str] | None, run: bool = True):
     """Build (and by default run) the LightningCLI with plugins loaded, so short class names resolve."""
     from notellm2_pl import registry
-    from notellm2_pl.data import NoteDataModule
-    from notellm2_pl.module import NoteLLM2Module
+    from notellm2_pl.data.datamodule import NoteDataModule
+    from notellm2_pl.training.module import NoteLLM2Module
 
     registry.load_all()
     register_resolvers()
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     if cmd in EXTRA_COMMANDS:
         return int(_load(EXTRA_COMMANDS[cmd][0])(rest) or 0)
     if cmd in LIGHTNING_COMMANDS:
-        from notellm2_pl.config_check import preflight  # issue 7: config errors in the user's words
+        from notellm2_pl.commands.config_check import preflight  # issue 7: config errors in the user's words
 
         problem = preflight(rest)
         if problem:

@@ -36,7 +36,7 @@ the others and never retrained (e.g. seeds that ran into separate folders, tabul
 
 Outputs under ``<out>`` (default ``runs/ablations/<grid>``): ``summary.md`` / ``summary.csv`` (variant x subset x
 probe, R@10 and R@100, mean over seeds), PNG plots and ``tb/`` for TensorBoard (HParams tab = the ablation table,
-custom-scalars layout = Recall@K by subset across runs); see :mod:`notellm2_pl.tb_views`.
+custom-scalars layout = Recall@K by subset across runs); see :mod:`notellm2_pl.analysis.reports`.
 """
 
 from __future__ import annotations
@@ -200,7 +200,7 @@ def resolve_config(configs: Sequence[str | os.PathLike[str]], overrides: Sequenc
 
     import yaml
 
-    from notellm2_pl.cli import build_cli
+    from notellm2_pl.commands.main import build_cli
 
     argv: list[str] = []
     for c in configs:
@@ -314,7 +314,7 @@ def write_model_config(src: str | os.PathLike[str], dst: str | os.PathLike[str])
     """Keep the ``model`` and ``data`` sections of a resolved config (what evaluate / saliency / export read).
 
     The config LightningCLI saves for ``fit`` also holds subcommand keys (``ckpt_path``, ``weights_only``...) that the
-    model-only parser of ``notellm2_pl.export`` does not accept.
+    model-only parser of ``notellm2_pl.inference.export`` does not accept.
     """
     import yaml
 
@@ -340,7 +340,7 @@ def save_untrained(configs: Sequence[str], out: str | os.PathLike[str]) -> Path:
     import torch
 
     from notellm2_pl.atomic import atomic_save
-    from notellm2_pl.export import build_from_config
+    from notellm2_pl.inference.export import build_from_config
 
     module, _, data_cfg = build_from_config(list(configs))
     out = Path(out)
@@ -394,7 +394,7 @@ def run_one(spec: RunSpec, out_dir: Path, grid: Grid, runner: Runner = subproces
         reuse: Other output folders of the same grid: a run finished in one of them is not retrained; its record
             (which points to its folder there) is returned as is.
     """
-    from notellm2_pl.tb_views import build_record
+    from notellm2_pl.analysis.reports import build_record
 
     run_dir = out_dir / spec.run_id
     marker = run_dir / MARKER
@@ -578,7 +578,7 @@ def cli_main(argv: list[str] | None = None) -> int:
             status = "todo" if where is None else ("done" if where == out else f"done in {where}")
             print(f"{status:<5} {s.run_id:<40} {s.run.recipe} {shlex.join(s.overrides)}")
         return 0
-    from notellm2_pl.tb_views import write_reports
+    from notellm2_pl.analysis.reports import write_reports
 
     records, failed = [], []
     for i, spec in enumerate(specs, 1):

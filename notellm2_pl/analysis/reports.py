@@ -114,7 +114,7 @@ def run_hparams(spec: Any, cfg: Mapping[str, Any], changes: Sequence[str] = ()) 
 
 def build_record(spec: Any, run_dir: Path, cfg: Mapping[str, Any], ckpt: Path, seconds: float) -> dict[str, Any]:
     """The ``done.json`` content of a finished run: hparams, final metrics, paths."""
-    from notellm2_pl.ablate import read_header
+    from notellm2_pl.analysis.ablate import read_header
 
     header = read_header(spec.configs[-1])
     results = json.loads((run_dir / "eval" / "results.json").read_text(encoding="utf-8"))
@@ -194,7 +194,7 @@ def summary_markdown(grid_name: str, names: Sequence[str], records: Sequence[Map
     lines = [f"# Ablation summary: grid `{grid_name}`", "",
              f"{len(records)} finished run(s); seeds {', '.join(map(str, seeds))}. Cells: "
              + " / ".join(f"R@{k}" for k in ks) + " on the test split (pool = all test notes minus the subset's "
-             "queries), mean over seeds (standard deviations in summary.csv). Probes (METHOD.md §6.4): `full` input; "
+             "queries), mean over seeds (standard deviations in summary.csv). Probes (docs/method.md#only-image-and-only-text-probes): `full` input; "
              "`only_image` (empty text fields); `only_text` (blank image); `*_e_v`: mICL's visual embedding.", "",
              "| variant | probe | " + " | ".join(subsets) + " |", "|---|---|" + "---|" * len(subsets)]
     for name in names:
@@ -435,7 +435,7 @@ def plot_sweep(path: Path, sweep: str, points: Sequence[tuple[float, str]], agg:
 
 def plot_all_saliency(path: Path, names: Sequence[str], records: Sequence[Mapping[str, Any]]) -> Path | None:
     """One saliency panel per variant (its first seed with a saliency result)."""
-    from notellm2_pl.saliency import SaliencyResult, plot_saliency
+    from notellm2_pl.analysis.saliency import SaliencyResult, plot_saliency
 
     chosen = {}
     for rec in sorted(records, key=lambda r: r["seed"]):

@@ -20,7 +20,7 @@ Every problem has a code (see :data:`PROBLEMS` and docs/data.md) and is reported
 JSONL lines count from 1, the header included; Parquet rows are ``row N``). Problems of severity ``error`` raise
 :class:`DataError` under ``on_error="raise"`` (the default) and skip the row (counted) under ``on_error="skip"``;
 problems of severity ``warning`` never drop data: they are fixed in a documented way and counted. Nothing is ever
-substituted silently. Image files are checked separately by :func:`notellm2_pl.validation.check_images`.
+substituted silently. Image files are checked separately by :func:`notellm2_pl.data.validation.check_images`.
 """
 
 from __future__ import annotations
@@ -537,7 +537,7 @@ def load_split(root: str | Path, split: Literal["train", "val", "test"], on_erro
         split: ``train``, ``val`` or ``test``.
         on_error: ``raise`` (default): the first error-severity problem raises :class:`DataError` naming its file
             and line. ``skip``: such rows are skipped and counted in ``Split.report``.
-        limits: A :class:`notellm2_pl.prompts.TextLimits`; when given, notes whose text the prompt will cut are
+        limits: A :class:`notellm2_pl.data.prompts.TextLimits`; when given, notes whose text the prompt will cut are
             counted (``text_truncated``, kept).
 
     Raises:

@@ -1,4 +1,4 @@
-"""Prompt templates and text preprocessing (METHOD.md §1.2 and §3.1), generated in one place (fixes B10).
+"""Prompt templates and text preprocessing (docs/method.md#text-preprocessing and §3.1), generated in one place (fixes B10).
 
 A template is rendered into *segments*, never into one string that is re-parsed: literal template text, the
 note's own fields, the image slot and the mICL marker. A note's text is tokenised on its own with special-token
@@ -29,7 +29,7 @@ PRESETS: dict[str, dict[str, str]] = {
         "tag_sep": ", ",
         "newline": ". ",
     },
-    # The original Chinese prompts, exactly (METHOD.md §3.1).
+    # The original Chinese prompts, exactly (docs/method.md#templates).
     "zh": {
         "text": '笔记：{"标题":"{T}","话题":"{G}","内容":"{C}"}',
         "basic": '笔记：{"图片":"<IMG>","标题":"{T}","话题":"{G}","内容":"{C}"}',
@@ -43,7 +43,7 @@ PRESETS: dict[str, dict[str, str]] = {
 
 @dataclass(frozen=True)
 class TextLimits:
-    """Character cuts applied before tokenisation (METHOD.md §1.2).
+    """Character cuts applied before tokenisation (docs/method.md#text-preprocessing).
 
     Attributes:
         title_chars: Keep the first N characters of the title.
@@ -65,7 +65,7 @@ class Segment:
 
 
 def clean_fields(title: str, topics: list[str], content: str, limits: TextLimits, preset: str) -> tuple[str, str, str]:
-    """Apply the character cuts and join topics (steps 3-5 of METHOD.md §1.2)."""
+    """Apply the character cuts and join topics (steps 3-5 of docs/method.md#text-preprocessing)."""
     p = PRESETS[preset]
     tags = p["tag_sep"].join(topics[: limits.max_tags]).strip()
     content = content.replace("\r\n", "\n").replace("\n", p["newline"])[: limits.content_chars].strip()

@@ -39,13 +39,13 @@ def build(emb_dir: str | os.PathLike[str], out: str | os.PathLike[str], key: str
         out: Index file path.
         key: ``e_m`` or ``e_v``.
         kind: ``flat`` (exact), ``ivf`` or ``hnsw``.
-        **index_kwargs: Passed to :func:`notellm2_pl.faiss_index.build_index` (``nlist``, ``nprobe``, ``M``...).
+        **index_kwargs: Passed to :func:`notellm2_pl.retrieval.faiss_index.build_index` (``nlist``, ``nprobe``, ``M``...).
 
     Returns:
-        The :class:`~notellm2_pl.faiss_index.IdIndex`.
+        The :class:`~notellm2_pl.retrieval.faiss_index.IdIndex`.
     """
-    from notellm2_pl.faiss_index import build_index, save_index
-    from notellm2_pl.prediction import load_embeddings, read_meta, write_json
+    from notellm2_pl.retrieval.faiss_index import build_index, save_index
+    from notellm2_pl.retrieval.prediction_writer import load_embeddings, read_meta, write_json
 
     meta = read_meta(emb_dir)
     ids, emb = load_embeddings(emb_dir, key)
@@ -59,7 +59,7 @@ def build(emb_dir: str | os.PathLike[str], out: str | os.PathLike[str], key: str
 
 def load_titles(root: str | os.PathLike[str], splits: Sequence[str] = ("test", "train")) -> dict[str, str]:
     """Note id -> title from a dataset's notes tables (test first)."""
-    from notellm2_pl.datasets import load_split
+    from notellm2_pl.data.tables import load_split
 
     titles: dict[str, str] = {}
     for split in splits:
@@ -90,7 +90,7 @@ def neighbours(index: Any, queries: np.ndarray, k: int, exclude: Sequence[str | 
     Returns:
         Per query, a list of ``{"rank", "note_id", "score", "title"}``.
     """
-    from notellm2_pl.faiss_index import search
+    from notellm2_pl.retrieval.faiss_index import search
 
     scores, ids = search(index, queries, k + (1 if exclude else 0))
     out: list[list[dict[str, Any]]] = []
@@ -126,7 +126,7 @@ def _format(results: list[dict[str, Any]]) -> str:
 # ------------------------------------------------------------------------------------------------ CLIs
 def index_main(argv: list[str] | None = None) -> int:
     """``python -m notellm2_pl index``; run with ``--help``."""
-    from notellm2_pl.faiss_index import INDEX_KINDS
+    from notellm2_pl.retrieval.faiss_index import INDEX_KINDS
 
     p = argparse.ArgumentParser(
         prog="python -m notellm2_pl index",
@@ -180,7 +180,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     if new_note and not args.model:
         p.error("a new note needs the model to embed it: add --model EXPORT_DIR (python -m notellm2_pl export).")
 
-    from notellm2_pl.faiss_index import load_index, set_search_params
+    from notellm2_pl.retrieval.faiss_index import load_index, set_search_params
 
     index = load_index(args.index)
     if args.nprobe is not None or args.ef_search is not None:
@@ -196,7 +196,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     queries: list[dict[str, Any]] = [{"note_id": i, "title": titles.get(i)} for i in args.id]
     vecs = [_reconstruct(index, [row_of[i] for i in args.id])] if args.id else []
     if new_note:
-        from notellm2_pl.export import Embedder
+        from notellm2_pl.inference.export import Embedder
 
         note = {"title": args.title or "", "topics": args.topics, "content": args.content, "image": args.image}
         key = meta.get("key", "e_m")

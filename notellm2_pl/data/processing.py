@@ -7,7 +7,7 @@ Batch keys (defined once, here): ``input_ids (B, L)``, ``attention_mask (B, L)``
 ``input_ids`` where the visual tokens are inserted, -1 when none), ``marker_pos (B,)`` (index of the mICL marker
 token, -1 when none), ``pixel_values (B, 3, S, S)`` (absent for text-only models), ``note_hash (B,)`` (int64 hash of
 the note id, for same-note masking), ``note_ids`` (list of str). With an on-disk feature store
-(:mod:`notellm2_pl.feature_cache`) also ``image_keys`` (list of str: the image file key, ``""`` for none) and
+(:mod:`notellm2_pl.model.feature_cache`) also ``image_keys`` (list of str: the image file key, ``""`` for none) and
 ``pixels_skipped (B,)`` (bool: features stored, image not decoded, its ``pixel_values`` row is zeros).
 """
 
@@ -19,10 +19,10 @@ from typing import Any
 
 import torch
 
-from notellm2_pl.datasets import DataError, Note
-from notellm2_pl.feature_cache import FeatureStore, image_file_key
-from notellm2_pl.interfaces import ImageConfig
-from notellm2_pl.prompts import Probe, TextLimits, clean_fields, render, suffix
+from notellm2_pl.data.tables import DataError, Note
+from notellm2_pl.model.feature_cache import FeatureStore, image_file_key
+from notellm2_pl.plugins.contract import ImageConfig
+from notellm2_pl.data.prompts import Probe, TextLimits, clean_fields, render, suffix
 
 KEYS = ("input_ids", "attention_mask", "image_pos", "marker_pos", "pixel_values", "note_hash", "note_ids",
         "image_keys", "pixels_skipped")
@@ -41,7 +41,7 @@ class NoteFormat:
         image_close_ids: Token ids placed after the visual tokens.
         marker_id: The mICL marker token id (``variant == "micl"``), else None.
         feature_store: On-disk store of the frozen tower's features: images whose features it holds are not
-            decoded (:mod:`notellm2_pl.feature_cache`). None: always decode.
+            decoded (:mod:`notellm2_pl.model.feature_cache`). None: always decode.
     """
 
     tokenizer: Any
@@ -74,10 +74,10 @@ def build_image_transform(cfg: ImageConfig, train_flip: bool = False):
 def load_image(path: str):
     """Decode an image to RGB; a missing or undecodable file raises DataError naming it (never a blank image).
 
-    Mode handling (CMYK, palette, alpha, 16-bit) is defined once in :func:`notellm2_pl.validation.decode_image`;
+    Mode handling (CMYK, palette, alpha, 16-bit) is defined once in :func:`notellm2_pl.data.validation.decode_image`;
     conversions are counted when the data is checked at setup (issue 7).
     """
-    from notellm2_pl.validation import decode_image
+    from notellm2_pl.data.validation import decode_image
 
     return decode_image(path)[0]
 
@@ -196,5 +196,5 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def collate_pairs(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
-    """Pairs -> one batch of 2B notes laid out as ``[queries..., targets...]`` (METHOD.md §4)."""
+    """Pairs -> one batch of 2B notes laid out as ``[queries..., targets...]`` (docs/method.md#contrastive-loss)."""
     return collate([q for q, _ in pairs] + [t for _, t in pairs])

@@ -14,7 +14,7 @@ init args, local paths made absolute), and reloading builds them from it. Weight
 
 Python API::
 
-    from notellm2_pl.export import Embedder
+    from notellm2_pl.inference.export import Embedder
     emb = Embedder.from_pretrained("runs/demo/export").embed(notes, batch_size=64)   # (N, d) numpy
 
 Command: ``python -m notellm2_pl export --config recipes/demo.yaml --ckpt_path CKPT --out DIR``.
@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from notellm2_pl.datasets import Note
-from notellm2_pl.prompts import Probe, TextLimits
+from notellm2_pl.data.tables import Note
+from notellm2_pl.data.prompts import Probe, TextLimits
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,8 @@ def _parser() -> Any:
     from jsonargparse import ArgumentParser
 
     from notellm2_pl import registry
-    from notellm2_pl.data import NoteDataModule
-    from notellm2_pl.module import NoteLLM2Module
+    from notellm2_pl.data.datamodule import NoteDataModule
+    from notellm2_pl.training.module import NoteLLM2Module
 
     registry.load_all()
     p = ArgumentParser(parser_mode="omegaconf+", exit_on_error=False)
@@ -189,7 +189,7 @@ def export_model(module: Any, model_cfg: Mapping[str, Any], data_cfg: Mapping[st
     """Write a self-contained export directory (see the module docstring) atomically.
 
     Args:
-        module: The trained :class:`~notellm2_pl.module.NoteLLM2Module`.
+        module: The trained :class:`~notellm2_pl.training.module.NoteLLM2Module`.
         model_cfg: Its resolved ``model`` config (class paths + init args), e.g. from :func:`build_from_config`.
         data_cfg: The ``data`` config (text limits and ``max_tokens`` are kept).
         out_dir: Destination directory.
@@ -355,7 +355,7 @@ class Embedder:
     """Embeds notes with a trained model: batched, deterministic (eval transforms), optional progress bar.
 
     Args:
-        module: A :class:`~notellm2_pl.module.NoteLLM2Module` (or anything with ``note_format()`` and ``forward``).
+        module: A :class:`~notellm2_pl.training.module.NoteLLM2Module` (or anything with ``note_format()`` and ``forward``).
         limits: Character cuts of the text fields (as in training; default ``TextLimits()``).
         max_tokens: Token budget of the templated note (as in training).
         device: Device to run on (default: the module's).
@@ -393,7 +393,7 @@ class Embedder:
 
     def processor(self, probe: Probe = "full") -> Any:
         """The note processor of a probe (``full``, ``only_image``, ``only_text``)."""
-        from notellm2_pl.processing import NoteProcessor
+        from notellm2_pl.data.processing import NoteProcessor
 
         if probe not in self._processors:
             self._processors[probe] = NoteProcessor(self.module.note_format(), self.limits, self.max_tokens, probe)
@@ -404,7 +404,7 @@ class Embedder:
         """Embed notes into an ``(N, d)`` float32 matrix of L2-normalised rows, in input order.
 
         Args:
-            notes: :class:`~notellm2_pl.datasets.Note` objects or dicts with ``title``, ``topics``, ``content`` and
+            notes: :class:`~notellm2_pl.data.tables.Note` objects or dicts with ``title``, ``topics``, ``content`` and
                 ``image`` (a file path).
             batch_size: Notes per forward pass.
             progress: Show a tqdm progress bar when there is more than one batch.
@@ -422,7 +422,7 @@ class Embedder:
         from torch.utils.data import DataLoader
         from tqdm.auto import tqdm
 
-        from notellm2_pl.processing import collate
+        from notellm2_pl.data.processing import collate
 
         keys = list(keys or self.keys)
         for k in keys:

@@ -14,7 +14,7 @@ into ``(ids, matrix)``, drops the duplicate rows a distributed sampler pads with
 Use with the ``predict`` command::
 
     python -m notellm2_pl predict --config recipes/demo.yaml --ckpt_path runs/demo/checkpoints/best.ckpt \\
-        --trainer.callbacks+=notellm2_pl.prediction.EmbeddingWriter \\
+        --trainer.callbacks+=notellm2_pl.retrieval.prediction_writer.EmbeddingWriter \\
         --trainer.callbacks.output_dir runs/demo/embeddings/full --return_predictions false
 """
 
@@ -162,7 +162,7 @@ def read_meta(emb_dir: str | os.PathLike[str]) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(
             f"{emb_dir} is not an embeddings directory (no meta.json). Write one with: python -m notellm2_pl predict "
-            f"--config RECIPE --ckpt_path CKPT --trainer.callbacks+=notellm2_pl.prediction.EmbeddingWriter "
+            f"--config RECIPE --ckpt_path CKPT --trainer.callbacks+=notellm2_pl.retrieval.prediction_writer.EmbeddingWriter "
             f"--trainer.callbacks.output_dir {emb_dir}")
     return json.loads(path.read_text(encoding="utf-8"))
 

@@ -35,8 +35,8 @@ def _did_you_mean(name: str, options: set[str]) -> str:
 def _known_groups() -> dict[str, set[str]]:
     import lightning as L
 
-    from notellm2_pl.data import NoteDataModule
-    from notellm2_pl.module import NoteLLM2Module
+    from notellm2_pl.data.datamodule import NoteDataModule
+    from notellm2_pl.training.module import NoteLLM2Module
 
     return {"model": _params(NoteLLM2Module.__init__), "data": _params(NoteDataModule.__init__),
             "trainer": _params(L.Trainer.__init__)}

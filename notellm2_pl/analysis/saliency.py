@@ -1,7 +1,7 @@
-"""Information-flow saliency (METHOD.md §8): how much the embedding token draws on the image, per layer.
+"""Information-flow saliency (docs/method.md#saliency): how much the embedding token draws on the image, per layer.
 
 For every decoder layer ``l`` the saliency matrix is ``I_l = |sum_h A_{h,l} * dL/dA_{h,l}|`` (a ``T x T`` matrix per
-note), where ``A`` are the post-softmax attention probabilities and ``L`` is the contrastive loss (METHOD.md §4) on
+note), where ``A`` are the post-softmax attention probabilities and ``L`` is the contrastive loss (docs/method.md#contrastive-loss) on
 the multimodal embedding ``e_m`` only (also for mICL models), over batches of training pairs, in eval mode. The
 diagonal is zeroed and NaN becomes 0. With ``t`` the embedding token (``EncoderOutput.last_pos``) and ``V`` the image
 region, the three flows are::
@@ -20,7 +20,7 @@ multiplying ``A`` by a ones tensor that requires grad (the original's instrument
 models; no parameter gradient is accumulated (``autograd.grad`` only differentiates w.r.t. the attention maps).
 
 Only post-softmax attention is supported: the contract returns probabilities, from which the pre-softmax scores the
-original used for LLaMA/OPT (METHOD.md B13) cannot be recovered exactly (they are defined up to a per-row shift).
+original used for LLaMA/OPT (docs/method.md#defects-of-the-original-code (B13)) cannot be recovered exactly (they are defined up to a per-row shift).
 
 The image region ``V`` comes from tracked positions (``EncoderOutput.image_span``, end exclusive), never from magic
 offsets:
@@ -73,7 +73,7 @@ def saliency_matrix(attention: torch.Tensor, grad: torch.Tensor) -> torch.Tensor
 
 
 def flow_scores(sal: torch.Tensor, target: torch.Tensor, v_start: torch.Tensor, v_end: torch.Tensor) -> torch.Tensor:
-    """``[S_v, S_t, S_o]`` of every note (METHOD.md §8 step 5).
+    """``[S_v, S_t, S_o]`` of every note (docs/method.md#saliency step 5).
 
     Args:
         sal: Saliency matrices ``(B, T, T)`` (rows attend to columns).
@@ -115,7 +115,7 @@ def normalise_layers(scores: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------ regions
 def closing_text(preset: str) -> str:
     """The punctuation that closes the mICL image-compression segment after the marker (``".`` / ``”。``)."""
-    from notellm2_pl.prompts import MARKER, PRESETS
+    from notellm2_pl.data.prompts import MARKER, PRESETS
 
     after = PRESETS[preset]["micl"].split(MARKER, 1)[1]
     return re.sub(r"\s", "", re.match(r"[^\w]*", after).group(0))
@@ -190,8 +190,8 @@ def _attention_in_graph(module: torch.nn.Module) -> Iterator[None]:
 
 
 def embedding_loss(module: Any, e_m: torch.Tensor, note_hash: torch.Tensor) -> torch.Tensor:
-    """The contrastive loss of METHOD.md §4 on ``e_m`` of one local batch of pairs (``[queries; targets]``)."""
-    from notellm2_pl.losses import contrastive_loss
+    """The contrastive loss of docs/method.md#contrastive-loss on ``e_m`` of one local batch of pairs (``[queries; targets]``)."""
+    from notellm2_pl.model.losses import contrastive_loss
 
     hp = getattr(module, "hparams", {})
     ids = note_hash.to(e_m.device) if hp.get("mask_same_id", True) else None
@@ -212,7 +212,7 @@ def batch_saliency(module: Any, batch: Mapping[str, Any]) -> tuple[list[torch.Te
         out = module.encoder(batch, output_attentions=True)
         if not out.attentions:
             raise RuntimeError("The LLM backbone returned no attention maps; its plugin must honour "
-                               "output_attentions=True (see notellm2_pl.interfaces.LLMBackbone).")
+                               "output_attentions=True (see notellm2_pl.plugins.contract.LLMBackbone).")
         loss = embedding_loss(module, out.e_m, batch["note_hash"])
         grads = torch.autograd.grad(loss, list(out.attentions), allow_unused=True)
         mats = [saliency_matrix(a.detach(), g if g is not None else torch.zeros_like(a))
@@ -258,7 +258,7 @@ class SaliencyResult:
 
 def compute_saliency(module: Any, batches: Iterable[Mapping[str, Any]], num_batches: int | None = None,
                      device: str | torch.device | None = None, label: str = "model") -> SaliencyResult:
-    """Average ``[S_v, S_t, S_o]`` per layer over batches of training pairs (METHOD.md §8 step 6).
+    """Average ``[S_v, S_t, S_o]`` per layer over batches of training pairs (docs/method.md#saliency step 6).
 
     Args:
         module: A ``NoteLLM2Module``.
@@ -295,7 +295,7 @@ def plot_saliency(results: Sequence[SaliencyResult], path: str | os.PathLike[str
     Args:
         results: One or more models.
         path: Write a PNG here (None: only return the figure).
-        ymax: Upper y limit (METHOD.md: 0.8; raised automatically if a value is larger).
+        ymax: Upper y limit (docs/method.md: 0.8; raised automatically if a value is larger).
 
     Returns:
         The matplotlib figure.
@@ -373,8 +373,8 @@ def training_batches(module: Any, root: str, data_cfg: Mapping[str, Any], batch_
     """
     from torch.utils.data import DataLoader
 
-    from notellm2_pl.data import NoteDataModule, PairDataset
-    from notellm2_pl.processing import collate_pairs
+    from notellm2_pl.data.datamodule import NoteDataModule, PairDataset
+    from notellm2_pl.data.processing import collate_pairs
 
     keys = ("title_chars", "content_chars", "max_tags", "max_tokens", "on_error")
     dm = NoteDataModule(root=root, batch_size=batch_size, **{k: data_cfg[k] for k in keys if k in data_cfg})
@@ -391,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Argument parser of the ``saliency`` command."""
     p = argparse.ArgumentParser(
         prog="python -m notellm2_pl saliency",
-        description="Information-flow saliency (METHOD.md §8): per-layer S_v (image -> embedding token), S_t (other "
+        description="Information-flow saliency (docs/method.md#saliency): per-layer S_v (image -> embedding token), S_t (other "
                     "tokens -> embedding token), S_o (among other tokens), from |sum_heads A * dL/dA| of the "
                     "contrastive loss on e_m over training-pair batches (eval mode, no optimiser step). Writes "
                     "saliency.json, saliency.png and TensorBoard events. Extra --model.* / --data.* arguments are "
@@ -431,7 +431,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         return 0
     if not args.ckpt_path and not args.config:
         p.error("give --ckpt_path CKPT [--config RECIPE], --config RECIPE (untrained model), or --compare JSON...")
-    from notellm2_pl.export import build_from_checkpoint, build_from_config
+    from notellm2_pl.inference.export import build_from_checkpoint, build_from_config
 
     if args.ckpt_path:
         module, _, data_cfg = build_from_checkpoint(args.ckpt_path, args.config, overrides)

@@ -13,7 +13,7 @@ import importlib.metadata as md
 import logging
 from functools import cache
 
-from notellm2_pl.interfaces import Connector, LLMBackbone, PluginInfo, VisionEncoder
+from notellm2_pl.plugins.contract import Connector, LLMBackbone, PluginInfo, VisionEncoder
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from notellm2_pl.interfaces import LLMBackbone, VisionEncoder
-from notellm2_pl.losses import contrastive_loss, micl_loss
-from notellm2_pl.model import ConnectorFactory, EncoderOutput, NoteEncoder
+from notellm2_pl.plugins.contract import LLMBackbone, VisionEncoder
+from notellm2_pl.model.losses import contrastive_loss, micl_loss
+from notellm2_pl.model.encoder import ConnectorFactory, EncoderOutput, NoteEncoder
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,8 @@ class NoteLLM2Module(L.LightningModule):
         llm: LLM backbone plugin (e.g. ``HFCausalLM``).
         vision: Vision encoder plugin (``CLIPVision``, ``SiglipVision``, ``TimmVision``...); None for text-only.
         connector: Connector plugin; the model supplies ``in_dim``/``out_dim``. None/``NoConnector``: no visual tokens.
-        micl: Multimodal in-context learning (METHOD.md §3).
-        late_fusion: Late-fusion gate (METHOD.md §2.6).
+        micl: Multimodal in-context learning (docs/method.md#prompts-and-micl).
+        late_fusion: Late-fusion gate (docs/method.md#late-fusion).
         embed_dim: Output embedding size ``d`` (0: raw hidden state, for zero-shot baselines).
         loss_weights: ``(w_t, w_v)``: weights of the losses on ``e_m`` and ``e_v`` under mICL (default 9:1).
         tau_init: Initial value of the learnable temperature parameter; logits are scaled by ``exp(tau)``.
@@ -85,7 +85,7 @@ class NoteLLM2Module(L.LightningModule):
         feature_cache_dir: Also keep the cached features on disk in this folder (one small file per image, keyed
             by the image file's identity, the preprocessing and the tower's weights): data-loader workers then skip
             decoding cached images, and runs over the same images share the features. Needs ``feature_cache``.
-        grad_cache_chunk: GradCache (``notellm2_pl.gradcache``): encode the batch in chunks of this many notes, so
+        grad_cache_chunk: GradCache (``notellm2_pl.training.gradcache``): encode the batch in chunks of this many notes, so
             a large contrastive batch fits in memory; switches to manual optimisation. None: off.
         manual_clip_val: Gradient-norm clipping in the GradCache path (set ``trainer.gradient_clip_val: null``
             there: Lightning refuses it under manual optimisation). None or 0: no clipping.
@@ -212,7 +212,7 @@ class NoteLLM2Module(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         if self.hparams.get("grad_cache_chunk"):
-            from notellm2_pl.gradcache import grad_cache_training_step
+            from notellm2_pl.training.gradcache import grad_cache_training_step
 
             return grad_cache_training_step(self, batch)
         loss, parts = self.compute_loss(batch)
@@ -240,7 +240,7 @@ class NoteLLM2Module(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         """Recall@K over every pair file of the test split (all + subsets), pool = all test notes."""
-        from notellm2_pl.retrieval import evaluate_subsets, format_table
+        from notellm2_pl.retrieval.recall import evaluate_subsets, format_table
 
         emb, idx = self._collect_outputs()
         dm = self.trainer.datamodule
@@ -270,7 +270,7 @@ class NoteLLM2Module(L.LightningModule):
         return [pool_ids[i] for i in keys], torch.stack([order[i] for i in keys]).float().cpu().numpy()
 
     def _recall(self, emb: torch.Tensor, idx: torch.Tensor, pool_ids: list[str], pairs: list) -> dict[str, float]:
-        from notellm2_pl.retrieval import evaluate_pairs
+        from notellm2_pl.retrieval.recall import evaluate_pairs
 
         ids, mat = self._dedupe(emb, idx, pool_ids)
         res = evaluate_pairs(mat, ids, pairs, ks=tuple(self.hparams.val_ks))

@@ -8,7 +8,7 @@ Two levels, both keyed so that a stale feature is never served:
   tower's weights change (tracked through the parameters' in-place version counters, e.g. ``load_state_dict``).
 * **On disk** (:class:`FeatureStore`, ``model.feature_cache_dir``): one small file per image under
   ``<dir>/<namespace>/<file key>.pt``, written atomically. The file key hashes the image file's identity (absolute
-  path, size, modification time) and the preprocessing (:class:`~notellm2_pl.interfaces.ImageConfig`), so an
+  path, size, modification time) and the preprocessing (:class:`~notellm2_pl.plugins.contract.ImageConfig`), so an
   edited image, another image size or normalisation, or other tower weights all miss. Because the store is on
   disk, data-loader workers see it: for an image whose features are stored, the worker does not decode the image
   at all (the batch marks the row in ``pixels_skipped``), which is where most of a later epoch's saving comes from.
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from notellm2_pl.interfaces import ImageConfig, VisionEncoder, VisionOutput
+from notellm2_pl.plugins.contract import ImageConfig, VisionEncoder, VisionOutput
 
 
 class FeatureCacheError(RuntimeError):

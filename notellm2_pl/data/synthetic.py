@@ -1,7 +1,7 @@
 """Synthetic notes benchmark: procedurally drawn images + generated English text, in the canonical layout.
 
-Why it exists: image neglect (METHOD.md §9, claim 2) can only be measured offline on data where part of what
-makes two notes related is visible only in the image. DESIGN.md §7 records the regime where neglect shows up:
+Why it exists: image neglect (docs/method.md#paper-claims, claim 2) can only be measured offline on data where part of what
+makes two notes related is visible only in the image. docs/design.md#data records the regime where neglect shows up:
 a frozen pretrained vision encoder, an LLM with text priors, and *most training pairs solvable from text alone*,
 while short-text test pairs need the image. This generator makes that regime (and milder ones) reproducible.
 
@@ -25,7 +25,7 @@ Signal design:
   Only *where* the badge is separates them in the image: layout, which a pooled feature vector (and a connector
   without positions) cannot see.
 * **Training pairs** are biased towards long-long pairs (``train_long_pair_fraction``), so most training pairs
-  are solvable from text alone (the DESIGN.md §7 regime). Test pairs are a random matching inside each test
+  are solvable from text alone (the docs/design.md#data regime). Test pairs are a random matching inside each test
   cluster, so the short-query/short-target subsets need the image. Train and test use disjoint clusters.
 
 Files (see :func:`generate`): ``notes_{train,test}.csv``, ``pairs_{train,val,test}.csv``, the four
@@ -59,7 +59,7 @@ from PIL import Image, ImageDraw
 
 logger = logging.getLogger(__name__)
 
-FORMAT_NAME = "notellm2_pl.synthetic"
+FORMAT_NAME = "notellm2_pl.data.synthetic"
 FORMAT_VERSION = 1
 
 NOTE_COLUMNS = ("note_id", "title", "topics", "content", "image")
@@ -153,7 +153,7 @@ PRESETS: dict[str, SyntheticConfig] = {
                             image_size=64),
     # Demo: generate + train a tiny model on 2 CPU cores in minutes. 3000 notes, 750 in the test pool.
     "demo": SyntheticConfig(),
-    # DESIGN.md §7's "more natural regime": 80 % of notes name the product, training pairs sampled without bias.
+    # docs/design.md#data's "more natural regime": 80 % of notes name the product, training pairs sampled without bias.
     "natural": SyntheticConfig(short_text_fraction=0.2, train_long_pair_fraction=-1.0),
     # Layout matters: badge twins (same object, badge in another corner; 89 of 300 clusters), no plain twins.
     "layout": SyntheticConfig(badge_twin_fraction=0.4, visual_twin_fraction=0.0),

@@ -1,6 +1,6 @@
 """Data validation: image decoding with defined mode handling, image checks at load time, and ``validate-data``.
 
-Rows and pairs are checked by :func:`notellm2_pl.datasets.load_split`; this module adds the image files and the
+Rows and pairs are checked by :func:`notellm2_pl.data.tables.load_split`; this module adds the image files and the
 command line. The same functions run at load time (``NoteDataModule.setup``) and in
 ``python -m notellm2_pl validate-data ROOT``, so what the command reports is exactly what training would do.
 
@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from notellm2_pl.datasets import DataError, LoadReport, OnError, Problem, Split, describe, load_split, severity
+from notellm2_pl.data.tables import DataError, LoadReport, OnError, Problem, Split, describe, load_split, severity
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ def validate_dataset(root: str | Path, on_error: OnError = "skip", splits: Seque
     Returns:
         Split name -> loaded :class:`Split`, each with its ``report``.
     """
-    from notellm2_pl.prompts import TextLimits
+    from notellm2_pl.data.prompts import TextLimits
 
     limits = TextLimits() if limits is None else limits
     cache: dict[str | None, tuple[str | None, str]] = {}
@@ -233,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cli_main(argv: list[str] | None = None) -> int:
     """``python -m notellm2_pl validate-data ROOT [--on-error skip] ...``; returns the exit code."""
-    from notellm2_pl.prompts import TextLimits
+    from notellm2_pl.data.prompts import TextLimits
 
     args = build_parser().parse_args(argv)
     limits = TextLimits(args.title_chars, args.content_chars, args.max_tags)
