@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from notellm2_pl.plugins.contract import LLMBackbone, LLMOutput, find_layer_list
+from notellm2_pl.plugins.hub import ensure_available
 from notellm2_pl.model.lora import is_lora, merge_lora
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,8 @@ class HFCausalLM(LLMBackbone):
         if gguf_file:
             common["gguf_file"] = gguf_file
         self.pretrained = pretrained
+        ensure_available(pretrained, "--model.llm.init_args.pretrained", revision,
+                         (gguf_file,) if gguf_file else ("config.json",))
         self.model = AutoModel.from_pretrained(
             pretrained, dtype=_DTYPES[dtype], attn_implementation=attn_implementation, **common
         )

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from notellm2_pl.plugins.contract import ImageConfig, VisionEncoder, VisionOutput, find_layer_list
+from notellm2_pl.plugins.hub import ensure_available
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class _HFVisionTower(VisionEncoder):
         self.pretrained = pretrained
         self.feature_layer = feature_layer
         self.select = select
+        ensure_available(pretrained, "--model.vision.init_args.pretrained", revision)
         self.model = model_cls.from_pretrained(pretrained, dtype=getattr(torch, dtype), revision=revision)
         self._image_config = self._read_image_config(pretrained, revision)
 

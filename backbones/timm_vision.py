@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from notellm2_pl.plugins.contract import ImageConfig, VisionEncoder, VisionOutput
+from notellm2_pl.plugins.hub import ensure_available
 
 
 class TimmVision(VisionEncoder):
@@ -46,6 +47,8 @@ class TimmVision(VisionEncoder):
             kwargs["pretrained_cfg_overlay"] = {"file": checkpoint_path}
         self.model_name = model_name
         self.select = select
+        if pretrained and not checkpoint_path:
+            _ensure_hub_weights(model_name)
         self.model = timm.create_model(model_name, pretrained=pretrained, num_classes=0, **kwargs)
         cfg = timm.data.resolve_data_config({}, model=self.model)
         fixed = getattr(getattr(self.model, "patch_embed", None), "img_size", None)  # ViTs built at another size
@@ -93,3 +96,14 @@ class TimmVision(VisionEncoder):
         """A random 2-block EVA02 at 56 px (no download)."""
         model_kwargs = {"img_size": 56, "depth": 2, "embed_dim": 64, "num_heads": 2}
         return cls("eva02_tiny_patch14_224", pretrained=False, model_kwargs=model_kwargs, **kwargs)
+
+
+def _ensure_hub_weights(model_name: str) -> None:
+    """Fail fast when timm would download ``model_name``'s weights from the hub and cannot."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(model_name)
+    hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    if hub_id:
+        files = tuple(f for f in (cfg.hf_hub_filename, "model.safetensors", "pytorch_model.bin") if f)
+        ensure_available(hub_id.split("@")[0], "--model.vision.init_args.checkpoint_path", filenames=files)

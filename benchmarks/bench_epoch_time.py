@@ -3,11 +3,11 @@
 Runs ``fit --config recipes/demo.yaml`` for two epochs per setting, exactly as the recipe trains (tiny Qwen2 with text
 priors, frozen EfficientNet-Lite0 at 128 px, 84 steps of 32 pairs, validation over the 1,000-note extra pool at the end
 of each epoch, one loader worker), with checkpoints and logs in a temporary folder. The second epoch is what every
-epoch after the first costs. Settings: ``model.feature_cache false``, and the on-disk store in a fresh folder.
+epoch after the first costs. Settings: ``model.encoder.feature_cache false``, and the on-disk store in a fresh folder.
 
     python benchmarks/bench_epoch_time.py
     python benchmarks/bench_epoch_time.py --extra --model.compile_llm true     # any fit override, both settings
-Target (issue 6): epoch time without cache / with cache >= 2.
+Target: epoch time without cache / with cache >= 2.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class EpochTimer(Callback):
 
 def epoch_times(config: str, cache_args: list[str], extra: list[str], epochs: int) -> list[float]:
     """Per-epoch seconds of ``fit --config config`` with the given overrides."""
-    from notellm2_pl.commands.main import build_cli
+    from notellm2_pl.commands.lightning import build_cli
 
     with tempfile.TemporaryDirectory() as tmp:
         args = ["--config", config, "--trainer.max_epochs", str(epochs), "--trainer.logger", "false",
@@ -55,8 +55,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more fit overrides, for both settings")
     args = p.parse_args()
-    settings = {"no cache": ["--model.feature_cache", "false", "--model.feature_cache_dir", "null"],
-                "disk store (fresh)": ["--model.feature_cache", "true", "--model.feature_cache_dir", "{tmp}/store"]}
+    settings = {"no cache": ["--model.encoder.feature_cache", "false", "--model.encoder.feature_cache_dir", "null"],
+                "disk store (fresh)": ["--model.encoder.feature_cache", "true", "--model.encoder.feature_cache_dir", "{tmp}/store"]}
     rows = {name: epoch_times(args.config, cache, args.extra, args.epochs) for name, cache in settings.items()}
     print(f"load average at end: {os.getloadavg()}; extra overrides: {args.extra}")
     print("| setting | " + " | ".join(f"epoch {i + 1} (s)" for i in range(args.epochs)) + " | later epochs vs no cache |")

@@ -3,12 +3,13 @@
 Trains the demo model (tiny Qwen2-shaped LLM + frozen EfficientNet-Lite0 + Q-Former, recipes/demo.yaml settings)
 for the same ``--batches`` training steps twice per setting: a first pass (fills the cache) and a second pass (the
 one measured: what every epoch after the first costs). Data loading runs in one worker, as in the recipe. Settings:
-no cache; the in-memory cache (``model.feature_cache``: the tower is skipped, images are still decoded); the on-disk
-store (``model.feature_cache_dir``: cached images are not decoded either), and a second run sharing that store.
+no cache; the in-memory cache (``model.encoder.feature_cache``: the tower is skipped, images are still decoded);
+the on-disk store (``model.encoder.feature_cache_dir``: cached images are not decoded either), and a second run
+sharing that store.
 
     python benchmarks/bench_feature_cache.py --batches 8
     python benchmarks/bench_feature_cache.py --batches 8 --compile   # model.compile_llm: true in every setting
-Target (issue 6): second-pass time without cache / with cache >= 2.
+Target: second-pass time without cache / with cache >= 2.
 """
 
 from __future__ import annotations
@@ -40,14 +41,16 @@ def measure(cache: bool, batches: int, root: str, llm_path: str, cache_dir: str 
 
     from notellm2_pl import registry
     from notellm2_pl.data.datamodule import NoteDataModule
+    from notellm2_pl.model.config import EncoderConfig
     from notellm2_pl.training.module import NoteLLM2Module
 
     torch.manual_seed(0)
     vision = registry.get("vision", "EfficientNetLite0")(image_size=128)
     connector = partial(QFormerConnector, num_query_tokens=8, num_layers=2, hidden_size=128, num_heads=4,
                         intermediate_size=256)
-    module = NoteLLM2Module(HFCausalLM(llm_path), vision, connector, feature_cache=cache, feature_cache_dir=cache_dir,
-                            lr=3e-4, lr_new=1e-3, compile_llm=compile_llm)
+    encoder = EncoderConfig(feature_cache=cache, feature_cache_dir=cache_dir)
+    module = NoteLLM2Module(HFCausalLM(llm_path), vision, connector, encoder=encoder, lr=3e-4, lr_new=1e-3,
+                            compile_llm=compile_llm)
     module.encoder.vision.eval()
     dm = NoteDataModule(root=root, batch_size=32, max_tokens=96, num_workers=1)
     dm.attach(module)

@@ -100,8 +100,9 @@ def build_module(root: Path, dry: bool, compile_llm: bool = False) -> Any:
     from notellm2_pl_backbones.hf_llm import HFCausalLM
     from notellm2_pl_backbones.hf_vision import SiglipVision
 
-    from notellm2_pl.training.module import NoteLLM2Module
+    from notellm2_pl.model.config import EncoderConfig
     from notellm2_pl.plugins.testing import make_tiny_llm_checkpoint
+    from notellm2_pl.training.module import NoteLLM2Module
 
     llm_path = make_tiny_llm_checkpoint(root / "llm", "qwen2", **(TINY_LLM if dry else QWEN25_05B))
     vcfg = TINY_VISION if dry else SIGLIP_BASE
@@ -115,7 +116,7 @@ def build_module(root: Path, dry: bool, compile_llm: bool = False) -> Any:
         HFCausalLM(llm_path),
         SiglipVision(str(root / "vision")),
         connector,
-        embed_dim=64,
+        encoder=EncoderConfig(embed_dim=64),
         lr=3e-6,
         lr_new=1e-4,
         compile_llm=compile_llm,

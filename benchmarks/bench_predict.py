@@ -2,7 +2,7 @@
 forward on the same, pre-collated batches.
 
     python benchmarks/bench_predict.py --config recipes/demo.yaml
-Target (issue 6): predict notes/s / bare forward notes/s >= 0.8.
+Target: predict notes/s / bare forward notes/s >= 0.8.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ def main() -> None:
     import lightning as L
     import torch
 
-    from notellm2_pl.commands.main import build_cli
+    from notellm2_pl.commands.lightning import build_cli
     from notellm2_pl.retrieval.prediction_writer import EmbeddingWriter
 
     argv = ["--config", args.config, "--trainer.logger", "false", "--trainer.callbacks", "[]",
-            "--model.feature_cache", "false"]  # both paths must run the vision tower
+            "--model.encoder.feature_cache", "false"]  # both paths must run the vision tower
     cli = build_cli(argv, run=False)
     module, dm = cli.model.eval(), cli.datamodule
     dm.attach(module)

@@ -23,7 +23,8 @@ import time
 
 import numpy as np
 
-from notellm2_pl.retrieval.recall import DEFAULT_KS, evaluate_pairs, format_table
+from notellm2_pl.retrieval.recall import DEFAULT_KS, evaluate_pairs
+from notellm2_pl.retrieval.results import format_table
 
 
 def peak_rss_gb() -> float:

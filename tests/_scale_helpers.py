@@ -30,9 +30,12 @@ def tiny_module(ckpts: dict[str, str], seed: int = 0, llm_kwargs: dict[str, Any]
     from notellm2_pl_backbones.hf_llm import HFCausalLM
     from notellm2_pl_backbones.hf_vision import CLIPVision
 
+    from notellm2_pl.model.config import EncoderConfig, encoder_keys
     from notellm2_pl.training.module import NoteLLM2Module
 
     torch.manual_seed(seed)
+    encoder = EncoderConfig(**{"embed_dim": 16, **{k: v for k, v in kwargs.items() if k in encoder_keys()}})
+    kwargs = {k: v for k, v in kwargs.items() if k not in encoder_keys()}
     connector = functools.partial(
         QFormerConnector, num_query_tokens=4, num_layers=2, hidden_size=32, num_heads=2, intermediate_size=64
     )
@@ -40,7 +43,7 @@ def tiny_module(ckpts: dict[str, str], seed: int = 0, llm_kwargs: dict[str, Any]
         HFCausalLM(ckpts["llm"], **(llm_kwargs or {})),
         CLIPVision(ckpts["vision"]),
         connector,
-        embed_dim=16,
+        encoder,
         lr=1e-3,
         **kwargs,
     )

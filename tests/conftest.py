@@ -37,7 +37,8 @@ def image_dir(tmp_path):
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """A tiny mICL model (tiny Qwen2 + CLIP + Q-Former) exported to a directory, and its dataset root."""
-    from notellm2_pl.inference.export import build_from_config, export_model
+    from notellm2_pl.inference.export import export_model
+    from notellm2_pl.inference.factory import build_from_config
     from notellm2_pl.plugins.testing import write_tiny_recipe
 
     root = tmp_path_factory.mktemp("tiny")

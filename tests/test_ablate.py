@@ -13,14 +13,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from notellm2_pl.analysis.ablate import MARKER, load_grid, plan, run_one, shell_lines
-from notellm2_pl.analysis.reports import read_layout, read_run_events, write_reports
+from notellm2_pl.analysis.grid import load_grid, plan
+from notellm2_pl.analysis.pipeline import shell_lines
+from notellm2_pl.analysis.reports import write_reports
+from notellm2_pl.analysis.run_folder import MARKER
+from notellm2_pl.analysis.runner import run_one
+from notellm2_pl.analysis.tensorboard_views import read_layout, read_run_events
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {  # what a resolved config holds for each fake run (only what the views read)
-    "basic": {"micl": False, "late_fusion": False},
-    "notellm2": {"micl": True, "late_fusion": True},
-    "ratio_1_1": {"micl": True, "late_fusion": True, "loss_weights": [1.0, 1.0]},
+    "basic": {"encoder": {"micl": False, "late_fusion": False}},
+    "notellm2": {"encoder": {"micl": True, "late_fusion": True}},
+    "ratio_1_1": {"encoder": {"micl": True, "late_fusion": True}, "loss_weights": [1.0, 1.0]},
 }
 SUBSETS = ("all", "shortquery")
 
@@ -133,7 +137,7 @@ def test_grid_prepare_runs_before_each_runs_own_prepare(tmp_path):
 def test_finished_run_whose_recipe_changed_warns(tmp_path, caplog):
     base = Path("recipes/ablations/demo/base.yaml").resolve()
     recipe = tmp_path / "variant.yaml"
-    recipe.write_text(f"# base: {base}\n# changes: model.micl\nmodel:\n  micl: false\n")
+    recipe.write_text(f"# base: {base}\n# changes: model.encoder.micl\nmodel:\n  encoder:\n    micl: false\n")
     path = tmp_path / "grid.yml"
     path.write_text(yaml.safe_dump({"name": "g", "runs": [{"name": "basic", "recipe": str(recipe)}]}))
     grid = load_grid(str(path))
@@ -193,7 +197,7 @@ def test_grid_resume_collect_and_views(grid, tmp_path):
     for spec in specs:
         hp, scalars = read_run_events(out / "tb" / spec.run_id)
         assert hp["variant"] == spec.run.name and hp["seed"] == spec.seed
-        assert hp["micl"] == ("true" if CONFIGS[spec.run.name]["micl"] else "false")
+        assert hp["micl"] == ("true" if CONFIGS[spec.run.name]["encoder"]["micl"] else "false")
         assert hp["num_query_tokens"] == 8
         for probe in ("full", "only_image", "only_text"):
             for subset in SUBSETS:
@@ -216,7 +220,7 @@ def test_grid_resume_collect_and_views(grid, tmp_path):
 
 
 def test_reuse_counts_runs_finished_in_other_folders(grid, tmp_path, capsys):
-    from notellm2_pl.analysis.ablate import cli_main
+    from notellm2_pl.commands.ablate import main as cli_main
 
     runner = FakeRunner()
     seed0 = tmp_path / "seed0"

@@ -2,16 +2,37 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
-from notellm2_pl.analysis.ablate import load_grid, plan, read_header, resolve_config
-from notellm2_pl.analysis.reports import flatten
+from notellm2_pl.analysis.grid import load_grid, plan, read_header
+from notellm2_pl.analysis.records import flatten
+from notellm2_pl.commands.lightning import build_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SCALES = ("demo", "paper")
 RECIPES = sorted(p for s in SCALES for p in (ROOT / "recipes" / "ablations" / s).glob("*.yaml") if p.stem != "base")
+
+
+def resolve_config(configs: Sequence[str | os.PathLike[str]], overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The fully resolved recipe (every default filled in) of ``--config`` files plus overrides, as a dict.
+
+    Parsed by the same LightningCLI parser as ``fit`` (through ``--print_config``); nothing is instantiated.
+    """
+    argv: list[str] = []
+    for c in configs:
+        argv += ["--config", os.fspath(c)]
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.suppress(SystemExit):
+        build_cli(argv + list(overrides) + ["--print_config"], run=False)
+    return yaml.safe_load(buf.getvalue()) or {}
 
 
 def _rel(p: Path) -> str:
@@ -90,5 +111,5 @@ def test_layout_grid_weights_every_micl_row_alike():
     specs = {s.run.name: s for s in plan(load_grid("layout"), seeds=[0])}
     flat = {n: flatten(resolve_config(specs[n].configs, specs[n].overrides)) for n in ("micl", "notellm2", "basic")}
     assert flat["micl"]["model.loss_weights"] == flat["notellm2"]["model.loss_weights"] == [3.0, 1.0]
-    assert _differing(flat["micl"], flat["notellm2"]) == {"model.late_fusion"}
-    assert _differing(flat["basic"], flat["micl"]) == {"model.micl", "model.loss_weights"}
+    assert _differing(flat["micl"], flat["notellm2"]) == {"model.encoder.late_fusion"}
+    assert _differing(flat["basic"], flat["micl"]) == {"model.encoder.micl", "model.loss_weights"}

@@ -23,12 +23,13 @@ def test_demo_recipe_trains_logs_and_tests(tmp_path, tiny_ckpts):
               "--model.llm.init_args.pretrained", tiny_ckpts["qwen2"], "--model.vision", vision,
               "--model.connector.init_args.hidden_size", "32", "--model.connector.init_args.num_heads", "2",
               "--trainer.logger.init_args.save_dir", str(runs), "--trainer.default_root_dir", str(runs),
-              "--model.feature_cache_dir", str(tmp_path / "features")]
+              "--model.encoder.feature_cache_dir", str(tmp_path / "features")]
     ckpt_dir = runs / "ckpt"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    fit = subprocess.run([sys.executable, "-m", "notellm2_pl", "fit", *common, "--trainer.max_steps", "6", "--trainer.val_check_interval", "3",
-                          "--trainer.max_epochs", "1", "--trainer.callbacks.dirpath", str(ckpt_dir)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    fit = subprocess.run([sys.executable, "-m", "notellm2_pl", "fit", *common, "--trainer.max_steps", "6",
+                          "--trainer.val_check_interval", "3", "--trainer.max_epochs", "1",
+                          "--trainer.callbacks.dirpath", str(ckpt_dir)],
+                         check=False, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert fit.returncode == 0, fit.stderr[-4000:]
     assert "val/R@10" in fit.stdout and "val/chance@10" in fit.stdout
     assert list(runs.rglob("events.out.tfevents.*")), "TensorBoard logs are written by default"
@@ -36,7 +37,7 @@ def test_demo_recipe_trains_logs_and_tests(tmp_path, tiny_ckpts):
     best = ckpt_dir / "best.ckpt"
     assert best.exists()
     test = subprocess.run([sys.executable, "-m", "notellm2_pl", "test", *common, "--ckpt_path", str(best)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+                          check=False, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert test.returncode == 0, test.stderr[-4000:]
     for subset in ("all", "shortquery", "longquery"):
         assert subset in test.stdout

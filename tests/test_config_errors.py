@@ -1,4 +1,4 @@
-"""Issue 7: config errors in the user's words (wrong plugin name, option typos, missing files and data root)."""
+"""Config errors in the user's words (wrong plugin name, option typos, missing files and data root)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ DEMO = str(Path(__file__).resolve().parents[1] / "recipes" / "demo.yaml")
     (["--model.llm.class_path", "HFCausalLMX"], "No plugin named 'HFCausalLMX'.*Did you mean 'HFCausalLM'.*list"),
     (["--model.vision.class_path=CLIPVisio"], "Did you mean 'CLIPVision'"),
     (["--data.rooot", "x"], "data has no option 'rooot'. Did you mean 'root'"),
-    (["--model.micll", "false"], "Did you mean 'micl'"),
+    (["--model.encoder.micll", "false"], "model.encoder has no option 'micll'. Did you mean 'micl'"),
+    (["--model.micl", "false"], "model has no option 'micl'; it is set as model.encoder.micl now"),
     (["--model.connector.init_args.num_querys", "3"], "no option 'num_querys' for QFormerConnector.*num_query_tokens"),
 ])
 def test_override_mistakes_are_named(argv: list[str], expected: str) -> None:
@@ -27,8 +28,8 @@ def test_override_mistakes_are_named(argv: list[str], expected: str) -> None:
 
 
 def test_valid_recipe_and_overrides_pass() -> None:
-    assert preflight(["--config", DEMO, "--trainer.max_epoch", "1", "--data.root", "/x", "--model.micl", "false",
-                      "--model.vision.class_path", "SiglipVision", "--print_config"]) is None
+    assert preflight(["--config", DEMO, "--trainer.max_epoch", "1", "--data.root", "/x", "--model.encoder.micl",
+                      "false", "--model.vision.class_path", "SiglipVision", "--print_config"]) is None
 
 
 def test_recipe_file_mistakes(tmp_path: Path) -> None:
@@ -41,6 +42,10 @@ def test_recipe_file_mistakes(tmp_path: Path) -> None:
     bad.write_text(text.replace("      num_layers: 2", "      num_layer: 2"))
     assert "no option 'num_layer' for QFormerConnector" in preflight(["-c", str(bad)])
     assert "not found" in preflight(["--config", str(tmp_path / "nope.yaml")])
+    bad.write_text(text.replace("    micl: true", "    mcl: true"))
+    assert f"{bad}: model.encoder has no option 'mcl'. Did you mean 'micl'" in preflight(["-c", str(bad)])
+    bad.write_text(text.replace("  encoder:\n    micl: true", "  micl: true\n  encoder:"))
+    assert "model has no option 'micl'; it is set as model.encoder.micl now" in preflight(["-c", str(bad)])
 
 
 def test_cli_exits_2_with_the_message(capsys: pytest.CaptureFixture) -> None:
@@ -52,7 +57,7 @@ def test_cli_exits_2_with_the_message(capsys: pytest.CaptureFixture) -> None:
 
 def test_missing_data_root_says_what_to_type(tmp_path: Path) -> None:
     from notellm2_pl.data.datamodule import NoteDataModule
-    from notellm2_pl.data.tables import DataError
+    from notellm2_pl.data.problems import DataError
 
     with pytest.raises(DataError, match=r"does not exist.*python -m notellm2_pl synth --out .*--data.root"):
         NoteDataModule(str(tmp_path / "missing"))._split("train")

@@ -134,7 +134,7 @@ def test_scale_recipe_strategy_instantiates(recipe):
 
 def test_ddp_recipe_builds_on_cpu_with_tiny_checkpoints_and_grad_cache(tiny_ckpts, caplog):
     """The DDP recipe instantiates end to end (hub ids -> tiny local checkpoints), GradCache on; bf16 on CPU warns."""
-    from notellm2_pl.commands.main import build_cli
+    from notellm2_pl.commands.lightning import build_cli
     from notellm2_pl.training.module import warn_cpu_bf16
 
     recipe = next(p for p in SCALE if p.name == "ddp_1node.yaml")

@@ -8,10 +8,8 @@ import numpy as np
 import pytest
 
 
-
-
 def test_evaluate_model_writes_table_json_csv_tb_with_probes(exported, tmp_path, capsys):
-    from notellm2_pl.retrieval.evaluation import cli_main
+    from notellm2_pl.commands.evaluate import main as cli_main
 
     out = tmp_path / "eval"
     assert cli_main(["--model", str(exported["export"]), "--out", str(out), "--batch_size", "16",
@@ -42,7 +40,7 @@ def test_evaluate_model_writes_table_json_csv_tb_with_probes(exported, tmp_path,
 
 
 def test_evaluate_needs_one_source(capsys):
-    from notellm2_pl.retrieval.evaluation import cli_main
+    from notellm2_pl.commands.evaluate import main as cli_main
 
     with pytest.raises(SystemExit):
         cli_main(["--data", "x"])

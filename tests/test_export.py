@@ -16,7 +16,7 @@ from notellm2_pl.plugins.testing import write_tiny_recipe
 def tiny(tmp_path_factory):
     """The tiny recipe, its module (new parts perturbed, as if trained), and the test notes."""
     from notellm2_pl.data.tables import load_split
-    from notellm2_pl.inference.export import build_from_config
+    from notellm2_pl.inference.factory import build_from_config
 
     root = tmp_path_factory.mktemp("tiny")
     cfg, data = write_tiny_recipe(root)
@@ -33,7 +33,8 @@ def tiny(tmp_path_factory):
 def test_export_reload_gives_same_embeddings(tiny, tmp_path):
     from safetensors import safe_open
 
-    from notellm2_pl.inference.export import Embedder, export_model
+    from notellm2_pl.inference.embedder import Embedder
+    from notellm2_pl.inference.export import export_model
 
     out = export_model(tiny["module"], tiny["model_cfg"], tiny["data_cfg"], tmp_path / "export")
     assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors", "tokenizer"}
@@ -56,7 +57,7 @@ def test_export_reload_gives_same_embeddings(tiny, tmp_path):
 
 
 def test_embedder_api_accepts_dicts_and_batches_consistently(tiny):
-    from notellm2_pl.inference.export import Embedder
+    from notellm2_pl.inference.embedder import Embedder
 
     emb = Embedder(tiny["module"], max_tokens=96)
     notes = tiny["notes"][:7]
@@ -73,7 +74,8 @@ def test_embedder_api_accepts_dicts_and_batches_consistently(tiny):
 
 
 def test_export_command_from_checkpoint(tiny, tmp_path, capsys):
-    from notellm2_pl.inference.export import Embedder, cli_main
+    from notellm2_pl.commands.export import main as cli_main
+    from notellm2_pl.inference.embedder import Embedder
 
     ckpt = tmp_path / "model.ckpt"
     torch.save({"state_dict": tiny["module"].state_dict(), "hyper_parameters": dict(tiny["module"].hparams)}, ckpt)
@@ -89,7 +91,7 @@ def test_export_command_from_checkpoint(tiny, tmp_path, capsys):
 def test_export_llm_only_loads_as_the_llm_of_a_later_recipe(tiny, tmp_path, capsys):
     from notellm2_pl_backbones.hf_llm import HFCausalLM
 
-    from notellm2_pl.inference.export import cli_main
+    from notellm2_pl.commands.export import main as cli_main
 
     llm = tiny["module"].encoder.llm
     ckpt = tmp_path / "model.ckpt"
@@ -122,7 +124,7 @@ def test_prediction_writer_shards_merge_to_the_right_ids(tiny, tmp_path):
     import lightning as L
 
     from notellm2_pl.data.datamodule import NoteDataModule
-    from notellm2_pl.inference.export import Embedder
+    from notellm2_pl.inference.embedder import Embedder
     from notellm2_pl.retrieval.prediction_writer import EmbeddingWriter, load_embeddings, read_meta
 
     out = tmp_path / "emb"
@@ -159,3 +161,11 @@ def test_shards_of_several_ranks_merge_and_drop_padding(tmp_path):
     with pytest.raises(KeyError, match="e_v"):
         load_embeddings(tmp_path, "e_v")
     assert not list(Path(tmp_path).rglob("*.tmp"))
+
+
+def test_embedder_is_the_lazy_public_api():
+    import notellm2_pl
+    from notellm2_pl import Embedder
+    from notellm2_pl.inference import embedder
+
+    assert Embedder is embedder.Embedder is notellm2_pl.Embedder

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from notellm2_pl.model.config import EncoderConfig
 from notellm2_pl.model.feature_cache import FeatureCacheError, VisionFeatureCache
 
 
@@ -74,13 +75,13 @@ def test_random_flip_with_cache_is_refused(tiny_ckpts):
     from notellm2_pl.data.datamodule import NoteDataModule
     from notellm2_pl.training.module import NoteLLM2Module
 
-    module = NoteLLM2Module(HFCausalLM(tiny_ckpts["qwen2"]), CLIPVision(tiny_ckpts["clip"]), micl=False,
-                            feature_cache=True)
+    cached = EncoderConfig(micl=False, feature_cache=True)
+    module = NoteLLM2Module(HFCausalLM(tiny_ckpts["qwen2"]), CLIPVision(tiny_ckpts["clip"]), encoder=cached)
     with pytest.raises(ValueError, match="train_flip false"):
         NoteDataModule(train_flip=True).attach(module)
     with pytest.raises(ValueError, match="freeze_vision true"):
-        NoteLLM2Module(HFCausalLM(tiny_ckpts["qwen2"]), CLIPVision(tiny_ckpts["clip"]), micl=False,
-                       feature_cache=True, freeze_vision=False)
+        NoteLLM2Module(HFCausalLM(tiny_ckpts["qwen2"]), CLIPVision(tiny_ckpts["clip"]), encoder=cached,
+                       freeze_vision=False)
 
 
 # ------------------------------------------------------------------------------------------ on-disk level
@@ -95,8 +96,8 @@ def _disk_module(tiny_ckpts, cache_dir):
 
     torch.manual_seed(0)
     module = NoteLLM2Module(HFCausalLM(tiny_ckpts["qwen2"]), CLIPVision(tiny_ckpts["clip"]),
-                            partial(MLPConnector, num_tokens_out=2), feature_cache=True,
-                            feature_cache_dir=str(cache_dir))
+                            partial(MLPConnector, num_tokens_out=2),
+                            encoder=EncoderConfig(feature_cache=True, feature_cache_dir=str(cache_dir)))
     module.encoder.vision.eval()
     return module.eval()
 
@@ -167,12 +168,14 @@ def test_feature_cache_dir_needs_feature_cache(tiny_ckpts, tmp_path):
 
     from notellm2_pl.training.module import NoteLLM2Module
 
-    with pytest.raises(ValueError, match="feature_cache true"):
-        NoteLLM2Module(HFCausalLM(tiny_ckpts["qwen2"]), CLIPVision(tiny_ckpts["clip"]), feature_cache_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="model.encoder.feature_cache: true"):
+        NoteLLM2Module(HFCausalLM(tiny_ckpts["qwen2"]), CLIPVision(tiny_ckpts["clip"]),
+                       encoder={"feature_cache_dir": str(tmp_path)})
 
 
 def test_missing_image_with_store_is_a_data_error(tiny_ckpts, image_dir, tmp_path):
-    from notellm2_pl.data.tables import DataError, Note
+    from notellm2_pl.data.problems import DataError
+    from notellm2_pl.data.tables import Note
 
     module = _disk_module(tiny_ckpts, tmp_path / "feat")
     with pytest.raises(DataError, match="gone.png"):

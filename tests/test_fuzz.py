@@ -17,8 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from notellm2_pl.data.tables import DataError, Note, load_split, split_official_content
-from notellm2_pl.data.validation import check_images, decode_image
+from notellm2_pl.data.images import decode_image
+from notellm2_pl.data.problems import DataError
+from notellm2_pl.data.tables import Note, load_split, split_official_content
+from notellm2_pl.data.validation import check_images
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -138,7 +140,8 @@ def test_random_bytes_as_images(blob: bytes) -> None:
 
 
 def test_bad_image_never_becomes_a_blank_training_image(tmp_path: Path) -> None:
-    from notellm2_pl.data.tables import LoadReport, Split
+    from notellm2_pl.data.problems import LoadReport
+    from notellm2_pl.data.tables import Split
 
     (tmp_path / "x.png").write_bytes(b"\x89PNG garbage")
     split = Split({"a": Note("a", "t", [], "c", str(tmp_path / "x.png"))}, {"all": []}, LoadReport())

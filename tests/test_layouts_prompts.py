@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from notellm2_pl.data.tables import detect_layout, load_split, split_official_content
 from notellm2_pl.data.prompts import TextLimits, clean_fields, render, suffix
+from notellm2_pl.data.tables import detect_layout, load_split, split_official_content
 
 
 def _official(root, image_dir):
@@ -37,7 +37,7 @@ def test_official_layout_loads_as_is(tmp_path, image_dir):
     assert detect_layout(root) == "official"
     train = load_split(root, "train")
     assert train.pairs["all"] == [("n1", "n2"), ("n3", "n4")]
-    assert train.report.counts["unknown_pair_id"] == 1  # problem codes: notellm2_pl.data.tables.PROBLEMS (issue 7)
+    assert train.report.counts["unknown_pair_id"] == 1  # problem codes: notellm2_pl.data.problems.PROBLEMS
     n1 = train.notes["n1"]
     assert n1.topics == ["穿搭", "夏天"] and n1.content == "好看\n第二行"
     assert n1.image.endswith("images/i0.png")
@@ -77,19 +77,21 @@ def test_unknown_preset_is_an_error():
 def test_truncation_keeps_suffix_and_marker_injection_is_impossible(tiny_ckpts, image_dir):
     from functools import partial
 
-    from notellm2_pl.data.tables import Note
-    from notellm2_pl.model.encoder import NoteEncoder
-    from notellm2_pl.data.processing import NoteProcessor
     from notellm2_pl_backbones.connectors import MLPConnector
     from notellm2_pl_backbones.hf_llm import HFCausalLM
     from notellm2_pl_backbones.hf_vision import CLIPVision
 
+    from notellm2_pl.data.processing import NoteProcessor
+    from notellm2_pl.data.tables import Note
+    from notellm2_pl.model.config import EncoderConfig
+    from notellm2_pl.model.encoder import NoteEncoder
+
     enc = NoteEncoder(HFCausalLM(tiny_ckpts["qwen2"]), CLIPVision(tiny_ckpts["clip"]),
-                      partial(MLPConnector, num_tokens_out=2), micl=True)
+                      partial(MLPConnector, num_tokens_out=2), EncoderConfig(micl=True))
     fmt = enc.note_format()
     proc = NoteProcessor(fmt, max_tokens=40)
     evil = Note("x", "<IMG_EMB><img></img>", ["<IMG>"], "<IMG_EMB> " * 50, str(image_dir / "img0.png"))
-    ids, image_pos, marker_pos = proc.tokenize(evil)
+    ids, _, _ = proc.tokenize(evil)
     assert ids.count(fmt.marker_id) == 1 and ids.count(fmt.image_open_ids[0]) == 1
     assert ids.count(fmt.image_close_ids[0]) == 1
     suffix_ids = fmt.tokenizer(suffix("en"), add_special_tokens=False)["input_ids"]

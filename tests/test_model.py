@@ -7,9 +7,11 @@ from functools import partial
 import pytest
 import torch
 
-from notellm2_pl.data.tables import Note
-from notellm2_pl.model.encoder import LateFusionGate, NoteEncoder, splice
 from notellm2_pl.data.processing import NoteProcessor, collate
+from notellm2_pl.data.tables import Note
+from notellm2_pl.model.config import EncoderConfig
+from notellm2_pl.model.encoder import NoteEncoder, splice
+from notellm2_pl.model.late_fusion import LateFusionGate
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +29,8 @@ def _notes(image_dir, n=4):
 
 def _encoder(backbones, connector, micl, late_fusion=False, kind="qwen2", splice_mode="insert"):
     llm, vision = backbones(kind)
-    enc = NoteEncoder(llm, vision, connector, micl=micl, late_fusion=late_fusion, embed_dim=0, splice_mode=splice_mode)
+    config = EncoderConfig(micl=micl, late_fusion=late_fusion, embed_dim=0, splice_mode=splice_mode)
+    enc = NoteEncoder(llm, vision, connector, config)
     return enc.eval()
 
 
@@ -90,7 +93,7 @@ def test_new_tokens_are_mean_initialised(backbones):
 
     llm, vision = backbones()
     before = llm.model.get_input_embeddings().weight.detach().clone()
-    enc = NoteEncoder(llm, vision, partial(MLPConnector, num_tokens_out=2), micl=True, late_fusion=True)
+    enc = NoteEncoder(llm, vision, partial(MLPConnector, num_tokens_out=2), EncoderConfig(micl=True, late_fusion=True))
     weight = enc.llm.model.get_input_embeddings().weight
     fmt = enc.note_format()
     for tid in fmt.image_open_ids + fmt.image_close_ids + [fmt.marker_id]:
@@ -121,17 +124,39 @@ def test_splice_function_keeps_mask_and_order():
 
 def test_invalid_combinations_say_what_to_set(backbones):
     llm, vision = backbones()
-    with pytest.raises(ValueError, match="model.micl: false"):
-        NoteEncoder(llm, vision, None, micl=True, late_fusion=True)
-    with pytest.raises(ValueError, match="late_fusion: false"):
-        NoteEncoder(llm, None, None, micl=False, late_fusion=True)
+    with pytest.raises(ValueError, match="model.encoder.micl: false"):
+        NoteEncoder(llm, vision, None, EncoderConfig(micl=True, late_fusion=True))
+    with pytest.raises(ValueError, match="model.encoder.late_fusion: false"):
+        NoteEncoder(llm, None, None, EncoderConfig(micl=False, late_fusion=True))
+
+
+@pytest.mark.parametrize(("settings", "expected"), [
+    ({"splice_mode": "middle"}, "model.encoder.splice_mode must be one of insert, replace"),
+    ({"prompt_preset": "fr"}, "model.encoder.prompt_preset must be one of en, zh"),
+    ({"new_token_init": "zero"}, "model.encoder.new_token_init must be one of mean, normal"),
+    ({"image_tokens": ["<img>"]}, "model.encoder.image_tokens takes two tokens"),
+    ({"embed_dim": -1}, "model.encoder.embed_dim must be >= 0"),
+    ({"feature_cache_dir": "/x"}, "model.encoder.feature_cache_dir needs model.encoder.feature_cache: true"),
+])
+def test_encoder_config_says_what_to_type(settings, expected):
+    with pytest.raises(ValueError, match=expected):
+        EncoderConfig(**settings)
+
+
+def test_encoder_config_round_trips_through_plain_dicts():
+    config = EncoderConfig(micl=False, image_tokens=["<a>", "</a>"], embed_dim=8)
+    assert config.image_tokens == ("<a>", "</a>")
+    plain = config.to_dict()
+    assert plain["image_tokens"] == ["<a>", "</a>"] and EncoderConfig.from_value(plain) == config
+    with pytest.raises(ValueError, match="model.encoder has no option"):
+        EncoderConfig.from_value({"micll": True})
 
 
 def test_late_fusion_only_uses_text_template(backbones, image_dir):
     from notellm2_pl_backbones.connectors import NoConnector
 
     llm, vision = backbones()
-    enc = NoteEncoder(llm, vision, NoConnector, micl=False, late_fusion=True, embed_dim=16)
+    enc = NoteEncoder(llm, vision, NoConnector, EncoderConfig(micl=False, late_fusion=True, embed_dim=16))
     fmt = enc.note_format()
     assert fmt.variant == "text" and fmt.image_config is not None
     out = enc(collate([NoteProcessor(fmt)(n) for n in _notes(image_dir)]))
@@ -148,7 +173,7 @@ def _late_fusion_module(tiny_ckpts, llm_kwargs=None, **kwargs):
 
     llm, vision = HFCausalLM(tiny_ckpts["qwen2"], **(llm_kwargs or {})), CLIPVision(tiny_ckpts["clip"])
     assert not any(m.training for m in llm.model.modules())  # what from_pretrained gives
-    return NoteLLM2Module(llm, vision, None, micl=False, late_fusion=True, embed_dim=8, **kwargs)
+    return NoteLLM2Module(llm, vision, None, EncoderConfig(micl=False, late_fusion=True, embed_dim=8), **kwargs)
 
 
 def test_module_trains_the_llm_in_train_mode_and_keeps_a_frozen_tower_in_eval(tiny_ckpts):

@@ -34,7 +34,7 @@ def test_recipe_parses(recipe, monkeypatch, capsys):
 
 
 def _cli(argv):
-    from notellm2_pl.commands.main import build_cli
+    from notellm2_pl.commands.lightning import build_cli
 
     return build_cli(argv, run=False)
 
@@ -50,7 +50,8 @@ def _tiny_vision_overrides(recipe: str, ckpts: dict[str, str]) -> list[str]:
             "--model.vision.init_args.model_name", "eva02_tiny_patch14_224"]
 
 
-@pytest.mark.parametrize(("recipe", "llm"), [("recipes/siglip_qwen.yaml", "qwen2"), ("recipes/clip_llama.yaml", "llama"),
+@pytest.mark.parametrize(("recipe", "llm"), [("recipes/siglip_qwen.yaml", "qwen2"),
+                                             ("recipes/clip_llama.yaml", "llama"),
                                              ("recipes/eva_vicuna.yaml", "llama")])
 def test_family_recipe_instantiates_with_local_tiny_checkpoints(recipe, llm, tiny_ckpts):
     argv = ["--config", recipe, *CPU, "--model.llm.init_args.pretrained", tiny_ckpts[llm],
@@ -72,7 +73,7 @@ def test_command_line_override_re_resolves_interpolation(tmp_path, tiny_ckpts):
     recipe = tmp_path / "interp.yaml"
     recipe.write_text(
         "model:\n  llm:\n    class_path: HFCausalLM\n    init_args:\n      pretrained: " + tiny_ckpts["qwen2"] + "\n"
-        "  micl: false\n  late_fusion: false\n"
+        "  encoder:\n    micl: false\n    late_fusion: false\n"
         "data:\n  batch_size: 4\n  eval_batch_size: ${data.batch_size}\n"
     )
     cli = _cli(["--config", str(recipe), "--data.batch_size", "7", *CPU])

@@ -44,7 +44,7 @@ def _fake_dist(site, dist_name: str, pkg: str, entry: str) -> None:
         import torch
         from notellm2_pl.plugins.contract import Connector
 
-        class %s(Connector):
+        class {name}(Connector):
             def num_tokens(self, num_inputs):
                 return 3
 
@@ -54,7 +54,7 @@ def _fake_dist(site, dist_name: str, pkg: str, entry: str) -> None:
             @classmethod
             def tiny(cls):
                 return cls(8, 16)
-    """ % entry))
+    """).format(name=entry))
     info = site / f"{dist_name}-1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist_name}\nVersion: 1.0\n")
@@ -63,7 +63,7 @@ def _fake_dist(site, dist_name: str, pkg: str, entry: str) -> None:
 
 def _run(site, code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(site)!r})\n" + code],
-                          capture_output=True, text=True, timeout=120)
+                          check=False, capture_output=True, text=True, timeout=120)
 
 
 def test_third_party_entry_point_is_discovered(tmp_path):
@@ -88,7 +88,8 @@ def test_duplicate_names_are_an_error(tmp_path):
 
 
 def test_list_command_prints_every_plugin():
-    res = subprocess.run([sys.executable, "-m", "notellm2_pl", "list"], capture_output=True, text=True, timeout=120)
+    res = subprocess.run([sys.executable, "-m", "notellm2_pl", "list"], check=False, capture_output=True, text=True,
+                         timeout=120)
     assert res.returncode == 0, res.stderr
     for info in registry.infos():
         assert info.name in res.stdout
@@ -96,7 +97,7 @@ def test_list_command_prints_every_plugin():
 
 
 def test_import_has_no_side_effects():
-    res = subprocess.run([sys.executable, "-c", "import sys, notellm2_pl; "
-                          "print(any(m in sys.modules for m in ('transformers', 'timm', 'torch', 'lightning')))"],
-                         capture_output=True, text=True, timeout=60)
+    code = ("import sys, notellm2_pl; "
+            "print(any(m in sys.modules for m in ('transformers', 'timm', 'torch', 'lightning')))")
+    res = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60)
     assert res.stdout.strip() == "False"

@@ -1,4 +1,4 @@
-"""Issue 7: exact resume. Training killed mid-epoch and resumed from ``last.ckpt`` gives the same batches, losses
+"""Exact resume. Training killed mid-epoch and resumed from ``last.ckpt`` gives the same batches, losses
 and final weights as an uninterrupted run (CPU, atol 1e-5): data order and RNG states are in the checkpoint.
 """
 

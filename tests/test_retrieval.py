@@ -1,4 +1,4 @@
-"""Tests for the exact Recall@K protocol (notellm2_pl.retrieval.recall) and the FAISS wrapper (notellm2_pl.retrieval.faiss_index)."""
+"""Tests for the exact Recall@K protocol (notellm2_pl.retrieval: pairs, ranking, recall, results) and FAISS."""
 
 from __future__ import annotations
 
@@ -10,18 +10,10 @@ import numpy as np
 import pytest
 
 from notellm2_pl.retrieval import faiss_index as fi
-from notellm2_pl.retrieval.recall import (
-    EvalResult,
-    accept_pairs,
-    derive_subsets,
-    evaluate_pairs,
-    evaluate_subsets,
-    format_table,
-    log_to_tensorboard,
-    rank_targets,
-    recall_at_k,
-    write_results,
-)
+from notellm2_pl.retrieval.pairs import accept_pairs, derive_subsets
+from notellm2_pl.retrieval.ranking import rank_targets
+from notellm2_pl.retrieval.recall import EvalResult, evaluate_pairs, evaluate_subsets, recall_at_k
+from notellm2_pl.retrieval.results import format_table, log_to_tensorboard, write_results
 
 
 def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:

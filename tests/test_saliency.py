@@ -9,18 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from notellm2_pl.data.tables import Note
+from notellm2_pl.analysis.saliency import SaliencyResult, closing_text, flow_scores, image_region, saliency_matrix
+from notellm2_pl.analysis.saliency_model import batch_saliency, compute_saliency
+from notellm2_pl.analysis.saliency_output import write_saliency
 from notellm2_pl.data.processing import NoteProcessor, collate_pairs
-from notellm2_pl.analysis.saliency import (
-    SaliencyResult,
-    batch_saliency,
-    closing_text,
-    compute_saliency,
-    flow_scores,
-    image_region,
-    saliency_matrix,
-    write_saliency,
-)
+from notellm2_pl.data.tables import Note
 
 
 def _module(tiny_ckpts, micl=True, late_fusion=True, splice_mode="insert", kind="qwen2", **kwargs):
@@ -28,13 +21,14 @@ def _module(tiny_ckpts, micl=True, late_fusion=True, splice_mode="insert", kind=
     from notellm2_pl_backbones.hf_llm import HFCausalLM
     from notellm2_pl_backbones.hf_vision import CLIPVision
 
+    from notellm2_pl.model.config import EncoderConfig
     from notellm2_pl.training.module import NoteLLM2Module
 
     torch.manual_seed(0)
     conn = partial(QFormerConnector, num_query_tokens=3, num_layers=2, hidden_size=32, num_heads=2,
                    intermediate_size=64)
-    return NoteLLM2Module(HFCausalLM(tiny_ckpts[kind]), CLIPVision(tiny_ckpts["clip"]), conn, micl=micl,
-                          late_fusion=late_fusion, embed_dim=16, splice_mode=splice_mode, **kwargs).eval()
+    encoder = EncoderConfig(micl=micl, late_fusion=late_fusion, embed_dim=16, splice_mode=splice_mode, **kwargs)
+    return NoteLLM2Module(HFCausalLM(tiny_ckpts[kind]), CLIPVision(tiny_ckpts["clip"]), conn, encoder=encoder).eval()
 
 
 def _pair_batch(module, image_dir, n_pairs=3):

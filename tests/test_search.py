@@ -11,10 +11,10 @@ import pytest
 @pytest.fixture(scope="module")
 def index(exported):
     """Embeddings of the test notes (from the export) and a flat index over them."""
+    from notellm2_pl import Embedder
+    from notellm2_pl.commands.index import main as index_main
     from notellm2_pl.retrieval.evaluation import load_test_pool
-    from notellm2_pl.inference.export import Embedder
     from notellm2_pl.retrieval.prediction_writer import write_embeddings
-    from notellm2_pl.retrieval.search import index_main
 
     ids, notes, _ = load_test_pool(exported["data"])
     arrays = Embedder.from_pretrained(exported["export"]).embed_all([notes[i] for i in ids], progress=False)
@@ -25,7 +25,7 @@ def index(exported):
 
 
 def test_search_by_id_json_and_table(index, capsys):
-    from notellm2_pl.retrieval.search import cli_main
+    from notellm2_pl.commands.search import main as cli_main
 
     capsys.readouterr()
     q = index["ids"][0]
@@ -49,7 +49,7 @@ def test_search_by_id_json_and_table(index, capsys):
 
 
 def test_search_new_note_finds_itself(index, capsys):
-    from notellm2_pl.retrieval.search import cli_main
+    from notellm2_pl.commands.search import main as cli_main
 
     capsys.readouterr()
     note = index["notes"][index["ids"][3]]
@@ -63,7 +63,7 @@ def test_search_new_note_finds_itself(index, capsys):
 
 
 def test_search_errors_say_what_to_do(index, capsys):
-    from notellm2_pl.retrieval.search import cli_main
+    from notellm2_pl.commands.search import main as cli_main
 
     with pytest.raises(SystemExit):
         cli_main(["--index", str(index["path"]), "--id", "no-such-note"])

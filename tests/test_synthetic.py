@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from notellm2_pl.commands.synth import main as cli_main
 from notellm2_pl.data.synthetic import (
     PRESETS,
     SyntheticConfig,
-    cli_main,
     ensure_dataset,
     generate,
 )
@@ -110,6 +110,7 @@ def test_layout_headers_and_images(tiny: tuple[Path, dict]) -> None:
     assert info["counts"]["pairs_test"] == len(_pairs(root, "pairs_test.csv"))
     assert info["counts"]["notes_train"] + info["counts"]["notes_test"] == TINY.num_clusters * TINY.notes_per_cluster
     assert not list(root.glob("*.tmp"))
+    assert not list(root.glob(".tmp-*"))  # no leftovers of the atomic writes
 
 
 def test_pairs_valid_disjoint_and_same_cluster(tiny: tuple[Path, dict], meta: dict[str, dict[str, str]]) -> None:
@@ -228,7 +229,7 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 def test_badge_twins_differ_only_in_the_badge_corner(tiny: tuple[Path, dict], tmp_path: Path) -> None:
     import numpy as np
 
-    from notellm2_pl.data.synthetic import _render_image
+    from notellm2_pl.data.synthetic import render_image
 
     root = tmp_path / "layout"
     generate(root, dataclasses.replace(TINY, badge_twin_fraction=0.4), num_workers=0)
@@ -251,7 +252,7 @@ def test_badge_twins_differ_only_in_the_badge_corner(tiny: tuple[Path, dict], tm
     # the badge is drawn in its corner and nowhere else; without a corner no random draw is spent on it
     cfg = dataclasses.replace(TINY, image_size=64, noise_std=0.0)
     ident = ("circle", "blue", "dots", "white")
-    draw = [np.asarray(_render_image(np.random.default_rng(7), cfg, ident, c), dtype=int) for c in (-1, 0, 3)]
+    draw = [np.asarray(render_image(np.random.default_rng(7), cfg, ident, c), dtype=int) for c in (-1, 0, 3)]
     for corner, img in zip((0, 3), draw[1:]):
         changed = np.argwhere(np.abs(img - draw[0]).sum(-1) > 0)
         assert len(changed) > 20

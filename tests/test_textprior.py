@@ -9,6 +9,7 @@ import pytest
 pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
+from notellm2_pl.commands import pretrain_text
 from notellm2_pl.training import text_prior as textprior
 
 TEXTS = [
@@ -93,16 +94,16 @@ def test_llama_config_and_time_bound(tmp_path):
 
 
 def test_cli_skips_finished_run(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(textprior, "note_texts", lambda root: list(TEXTS))
+    monkeypatch.setattr(pretrain_text, "note_texts", lambda root: list(TEXTS))
     args = ["--data", "unused", "--out", str(tmp_path / "p"), "--config", json.dumps(TINY), "--max-steps", "3",
             "--vocab-size", "300", "--batch-size", "2", "--seq-len", "16"]
-    assert textprior.cli_main(args) == 0
+    assert pretrain_text.main(args) == 0
     assert "first_loss" in capsys.readouterr().out
-    assert textprior.cli_main(args) == 0
+    assert pretrain_text.main(args) == 0
     assert "skipping" in capsys.readouterr().out
-    assert textprior.cli_main([*args[:-2], "--seq-len", "8"]) == 2
+    assert pretrain_text.main([*args[:-2], "--seq-len", "8"]) == 2
     assert "--overwrite" in capsys.readouterr().out
-    assert textprior.cli_main([*args[:-2], "--seq-len", "8", "--overwrite"]) == 0
+    assert pretrain_text.main([*args[:-2], "--seq-len", "8", "--overwrite"]) == 0
 
 
 def test_default_bound_is_steps_so_the_prior_is_reproducible(tmp_path):

@@ -15,10 +15,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from notellm2_pl.data.tables import DataError, load_split, severity
+from notellm2_pl.commands.validate_data import main as cli_main
+from notellm2_pl.data.images import decode_image
+from notellm2_pl.data.problems import DataError, severity
 from notellm2_pl.data.prompts import TextLimits
 from notellm2_pl.data.synthetic import PRESETS, generate
-from notellm2_pl.data.validation import check_images, cli_main, decode_image, validate_dataset
+from notellm2_pl.data.tables import load_split
+from notellm2_pl.data.validation import check_images, validate_dataset
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -307,8 +310,8 @@ def test_unsupported_and_undecodable_images_are_named(tmp_path: Path) -> None:
 
 
 def test_image_mode_warnings_and_no_image_at_load(tmp_path: Path) -> None:
-    root = _mini_canonical(tmp_path / "i", [_good(1), ["n2", "t", "", "c", "images/cmyk.jpg"], ["n3", "t", "", "c", ""]],
-                           [["n1", "n2"], ["n1", "n3"]])
+    rows = [_good(1), ["n2", "t", "", "c", "images/cmyk.jpg"], ["n3", "t", "", "c", ""]]
+    root = _mini_canonical(tmp_path / "i", rows, [["n1", "n2"], ["n1", "n3"]])
     Image.new("CMYK", (8, 8)).save(root / "images" / "cmyk.jpg")
     split = load_split(root, "train")
     with pytest.raises(DataError, match="no image at notes_train.csv:4"):

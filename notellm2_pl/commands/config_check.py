@@ -5,19 +5,41 @@ jsonargparse's own messages for the two most common mistakes are hard to act on:
 'mcl'". :func:`preflight` looks at the ``--config`` files and the command-line overrides first and, for those two
 mistakes only, returns a message naming the file or flag, the closest valid name and the command that lists the
 valid ones. Anything it does not understand is left to jsonargparse.
+
+The valid keys are read from the code: the signatures of ``NoteLLM2Module``, ``NoteDataModule`` and
+``lightning.Trainer``, the fields of the settings dataclasses among the module's parameters (``model.encoder``),
+and the plugins' own signatures.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import inspect
 import re
 from pathlib import Path
 from typing import Any
 
-PLUGIN_KEYS = {"llm": "llm", "vision": "vision", "connector": "connector"}
-TOP_KEYS = {"seed_everything", "trainer", "model", "data", "optimizer", "lr_scheduler", "ckpt_path", "config",
-            "print_config", "weights_only", "return_predictions"}
+import lightning as L
+import yaml
+
+from notellm2_pl import registry
+from notellm2_pl.data.datamodule import NoteDataModule
+from notellm2_pl.inference.factory import CLI_ONLY_KEYS
+from notellm2_pl.training.module import NoteLLM2Module
+
+PLUGIN_KEYS = ("llm", "vision", "connector")
+"""``model`` keys that name a plugin (the registry kind has the same name)."""
+TOP_KEYS = frozenset({"model", "data", "config", "print_config", *CLI_ONLY_KEYS})
+HELP = "`python -m notellm2_pl fit --help` lists every option."
+
+
+@dataclasses.dataclass
+class Schema:
+    """Valid option names: per top-level group, and per nested settings group (``model.encoder``)."""
+
+    groups: dict[str, set[str]]
+    nested: dict[tuple[str, str], set[str]]
 
 
 def _params(obj: Any) -> set[str]:
@@ -27,19 +49,99 @@ def _params(obj: Any) -> set[str]:
         return set()
 
 
-def _did_you_mean(name: str, options: set[str]) -> str:
+def _dataclass_groups(cls: type) -> dict[str, set[str]]:
+    """``{parameter: field names}`` for the parameters of ``cls`` whose default is a settings dataclass."""
+    out = {}
+    for name, param in inspect.signature(cls.__init__).parameters.items():
+        if dataclasses.is_dataclass(param.default) and not isinstance(param.default, type):
+            out[name] = {f.name for f in dataclasses.fields(param.default)}
+    return out
+
+
+def known_schema() -> Schema:
+    """The option names the Lightning commands accept, read from the classes they build."""
+    groups = {"model": _params(NoteLLM2Module.__init__), "data": _params(NoteDataModule.__init__),
+              "trainer": _params(L.Trainer.__init__)}
+    nested = {("model", k): v for k, v in _dataclass_groups(NoteLLM2Module).items()}
+    return Schema(groups, nested)
+
+
+def _did_you_mean(name: str, options: set[str] | frozenset[str]) -> str:
     close = difflib.get_close_matches(name, sorted(options), n=1, cutoff=0.6)
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
-def _known_groups() -> dict[str, set[str]]:
-    import lightning as L
+def _unknown_key(where: str, top: str, key: str, schema: Schema) -> str:
+    """The message for an unknown ``top.key``; a key that lives in a nested group says where it lives now."""
+    for (group, sub), names in schema.nested.items():
+        if group == top and key in names:
+            return f"{where}: {top} has no option {key!r}; it is set as {top}.{sub}.{key} now."
+    return f"{where}: {top} has no option {key!r}.{_did_you_mean(key, schema.groups[top])} {HELP}"
 
-    from notellm2_pl.data.datamodule import NoteDataModule
-    from notellm2_pl.training.module import NoteLLM2Module
 
-    return {"model": _params(NoteLLM2Module.__init__), "data": _params(NoteDataModule.__init__),
-            "trainer": _params(L.Trainer.__init__)}
+def _plugin_problem(kind: str, name: Any, where: str) -> str | None:
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_]\w*", name) or name.lower() in ("null", "none"):
+        return None  # dotted paths, JSON/YAML values and files are left to jsonargparse
+    if name in registry.names(kind):
+        return None
+    try:
+        registry.get(kind, name)
+    except registry.PluginError as err:
+        return f"{where}: {err}"
+    return None
+
+
+def _init_args_problem(kind: str, name: str, init: dict, where: str) -> str | None:
+    try:
+        cls = registry.resolve(kind, name)
+    except Exception:  # noqa: BLE001 - import problems are reported by jsonargparse itself
+        return None
+    params = _params(cls.__init__)
+    if kind == "connector":
+        params -= {"in_dim", "out_dim"}
+    for key in init:
+        if params and key not in params:
+            return (f"{where}: model.{kind}.init_args has no option {key!r} for {name}."
+                    f"{_did_you_mean(key, params)} Options: {', '.join(sorted(params))}.")
+    return None
+
+
+def _plugin_entry_problem(key: str, sub: Any, where: str) -> str | None:
+    """Problems of one ``model.<plugin>`` entry: its plugin name, then its ``init_args`` keys."""
+    name = sub.get("class_path") if isinstance(sub, dict) else sub
+    problem = _plugin_problem(key, name, f"{where}: model.{key}")
+    init = sub.get("init_args") if isinstance(sub, dict) else None
+    if problem is None and isinstance(init, dict) and isinstance(name, str):
+        problem = _init_args_problem(key, name, init, where)
+    return problem
+
+
+def _check_group(top: str, value: dict, where: str, schema: Schema) -> str | None:
+    for key, sub in value.items():
+        if key not in schema.groups[top]:
+            return _unknown_key(where, top, key, schema)
+        nested = schema.nested.get((top, key))
+        if nested is not None and isinstance(sub, dict):
+            for name in sub:
+                if name not in nested:
+                    return (f"{where}: {top}.{key} has no option {name!r}.{_did_you_mean(name, nested)} "
+                            f"Options: {', '.join(sorted(nested))}.")
+        if top == "model" and key in PLUGIN_KEYS:
+            problem = _plugin_entry_problem(key, sub, where)
+            if problem:
+                return problem
+    return None
+
+
+def _check_tree(cfg: dict, where: str, schema: Schema) -> str | None:
+    for top, value in cfg.items():
+        if top not in TOP_KEYS:
+            return f"{where}: unknown top-level key {top!r}.{_did_you_mean(top, TOP_KEYS)}"
+        if top in schema.groups and isinstance(value, dict):
+            problem = _check_group(top, value, where, schema)
+            if problem:
+                return problem
+    return None
 
 
 def _split_argv(argv: list[str]) -> tuple[list[str], list[tuple[str, str | None]]]:
@@ -64,57 +166,62 @@ def _split_argv(argv: list[str]) -> tuple[list[str], list[tuple[str, str | None]
     return configs, overrides
 
 
-def _plugin_problem(kind: str, name: Any, where: str) -> str | None:
-    from notellm2_pl import registry
-
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_]\w*", name) or name.lower() in ("null", "none"):
-        return None  # dotted paths, JSON/YAML values and files are left to jsonargparse
-    if name in registry.names(kind):
-        return None
+def _check_config_file(path: str, schema: Schema, plugins: dict[str, str]) -> str | None:
+    """Check one ``--config`` file; record the plugin names it sets in ``plugins``."""
+    if not Path(path).is_file():
+        return f"Config file {path} not found. Recipes live in recipes/ (e.g. --config recipes/demo.yaml)."
     try:
-        registry.get(kind, name)
-    except registry.PluginError as err:
-        return f"{where}: {err}"
+        cfg = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as err:
+        return f"{path} is not valid YAML: {err}"
+    if not isinstance(cfg, dict):
+        return None
+    model = cfg.get("model")
+    for kind, sub in model.items() if isinstance(model, dict) else []:
+        name = sub.get("class_path") if isinstance(sub, dict) else sub
+        if kind in PLUGIN_KEYS and isinstance(name, str):
+            plugins[kind] = name
+    return _check_tree(cfg, path, schema)
+
+
+def _unknown_override(key: str, parts: list[str], schema: Schema) -> str | None:
+    """An override naming an option that does not exist (unique prefixes are fine: argparse accepts them)."""
+    top = parts[0]
+    if top not in schema.groups or len(parts) < 2:
+        return None
+    if parts[1] not in schema.groups[top]:
+        if len([k for k in schema.groups[top] if k.startswith(parts[1])]) != 1:
+            return _unknown_key(f"--{key}", top, parts[1], schema)
+        return None
+    nested = schema.nested.get((top, parts[1]))
+    if nested is not None and len(parts) == 3 and len([k for k in nested if k.startswith(parts[2])]) != 1:
+        return (f"--{key}: {top}.{parts[1]} has no option {parts[2]!r}.{_did_you_mean(parts[2], nested)} "
+                f"Options: {', '.join(sorted(nested))}.")
     return None
 
 
-def _check_tree(cfg: dict, where: str, groups: dict[str, set[str]]) -> str | None:
-    for top, value in cfg.items():
-        if top not in TOP_KEYS:
-            return f"{where}: unknown top-level key {top!r}.{_did_you_mean(top, TOP_KEYS)}"
-        if top not in groups or not isinstance(value, dict):
-            continue
-        for key, sub in value.items():
-            if key not in groups[top]:
-                return (f"{where}: {top} has no option {key!r}.{_did_you_mean(key, groups[top])} "
-                        f"`python -m notellm2_pl fit --help` lists every option.")
-            if top == "model" and key in PLUGIN_KEYS:
-                name = sub.get("class_path") if isinstance(sub, dict) else sub
-                problem = _plugin_problem(PLUGIN_KEYS[key], name, f"{where}: model.{key}")
-                if problem:
-                    return problem
-                init = sub.get("init_args") if isinstance(sub, dict) else None
-                if isinstance(init, dict) and isinstance(name, str):
-                    problem = _init_args_problem(key, name, init, where)
-                    if problem:
-                        return problem
-    return None
-
-
-def _init_args_problem(kind: str, name: str, init: dict, where: str) -> str | None:
-    from notellm2_pl import registry
-
-    try:
-        cls = registry.resolve(kind, name)
-    except Exception:  # noqa: BLE001 - import problems are reported by jsonargparse itself
-        return None
-    params = _params(cls.__init__)
-    if kind == "connector":
-        params -= {"in_dim", "out_dim"}
-    for key in init:
-        if params and key not in params:
-            return (f"{where}: model.{kind}.init_args has no option {key!r} for {name}."
-                    f"{_did_you_mean(key, params)} Options: {', '.join(sorted(params))}.")
+def _check_plugin_override(key: str, parts: list[str], value: str | None, schema: Schema,
+                           plugins: dict[str, str]) -> str | None:
+    """``--model.<plugin>`` (a name or a JSON value), ``.class_path`` and ``.init_args.<option>`` overrides."""
+    kind = parts[1]
+    if len(parts) == 2 and isinstance(value, str) and value.lstrip().startswith("{"):
+        try:
+            sub = yaml.safe_load(value)
+        except yaml.YAMLError:
+            sub = None
+        if isinstance(sub, dict):
+            problem = _check_tree({"model": {kind: sub}}, f"--{key}", schema)
+            if problem:
+                return problem
+            value = sub.get("class_path")
+    if len(parts) == 2 or parts[2] == "class_path":
+        problem = _plugin_problem(kind, value, f"--{key}")
+        if problem:
+            return problem
+        if isinstance(value, str):
+            plugins[kind] = value
+    if len(parts) == 4 and kind in plugins and parts[2] == "init_args":
+        return _init_args_problem(kind, plugins[kind], {parts[3]: value}, f"--{key}")
     return None
 
 
@@ -124,54 +231,18 @@ def preflight(argv: list[str]) -> str | None:
     Args:
         argv: The arguments after the subcommand (``fit``, ...).
     """
-    import yaml
-
     configs, overrides = _split_argv(argv)
-    groups = _known_groups()
+    schema = known_schema()
     plugins: dict[str, str] = {}  # kind -> plugin name in effect (configs, then overrides)
     for path in configs:
-        if not Path(path).is_file():
-            return f"Config file {path} not found. Recipes live in recipes/ (e.g. --config recipes/demo.yaml)."
-        try:
-            cfg = yaml.safe_load(Path(path).read_text())
-        except yaml.YAMLError as err:
-            return f"{path} is not valid YAML: {err}"
-        if isinstance(cfg, dict):
-            for kind, sub in (cfg.get("model") or {}).items() if isinstance(cfg.get("model"), dict) else []:
-                name = sub.get("class_path") if isinstance(sub, dict) else sub
-                if kind in PLUGIN_KEYS and isinstance(name, str):
-                    plugins[kind] = name
-            problem = _check_tree(cfg, path, groups)
-            if problem:
-                return problem
+        problem = _check_config_file(path, schema, plugins)
+        if problem:
+            return problem
     for key, value in overrides:
         parts = key.split(".")
-        top = parts[0]
-        if top in groups and len(parts) >= 2 and parts[1] not in groups[top]:
-            prefixed = [k for k in groups[top] if k.startswith(parts[1])]
-            if len(prefixed) != 1:  # argparse accepts unique prefixes
-                return (f"--{key}: {top} has no option {parts[1]!r}.{_did_you_mean(parts[1], groups[top])} "
-                        f"`python -m notellm2_pl fit --help` lists every option.")
-        if top == "model" and len(parts) == 2 and parts[1] in PLUGIN_KEYS and isinstance(value, str) \
-                and value.lstrip().startswith("{"):
-            try:
-                sub = yaml.safe_load(value)
-            except yaml.YAMLError:
-                sub = None
-            if isinstance(sub, dict):
-                problem = _check_tree({"model": {parts[1]: sub}}, f"--{key}", groups)
-                if problem:
-                    return problem
-                value = sub.get("class_path")
-        if top == "model" and len(parts) >= 2 and parts[1] in PLUGIN_KEYS and \
-                (len(parts) == 2 or parts[2] == "class_path"):
-            problem = _plugin_problem(PLUGIN_KEYS[parts[1]], value, f"--{key}")
-            if problem:
-                return problem
-            if isinstance(value, str):
-                plugins[parts[1]] = value
-        if top == "model" and len(parts) == 4 and parts[1] in plugins and parts[2] == "init_args":
-            problem = _init_args_problem(parts[1], plugins[parts[1]], {parts[3]: value}, f"--{key}")
-            if problem:
-                return problem
+        problem = _unknown_override(key, parts, schema)
+        if problem is None and parts[0] == "model" and len(parts) >= 2 and parts[1] in PLUGIN_KEYS:
+            problem = _check_plugin_override(key, parts, value, schema, plugins)
+        if problem:
+            return problem
     return None

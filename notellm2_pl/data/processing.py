@@ -1,16 +1,9 @@
 """Turning notes into model inputs: tokenised prompts with tracked image-slot / marker positions, and images.
 
 The model decides the format (:class:`NoteFormat`: tokenizer, image preprocessing, template variant, splice mode);
-the data side decides the text limits and probes. The processor is the only place where the two meet.
-
-Batch keys (defined once, here): ``input_ids (B, L)``, ``attention_mask (B, L)``, ``image_pos (B,)`` (index in
-``input_ids`` where the visual tokens are inserted, -1 when none), ``marker_pos (B,)`` (index of the mICL marker
-token, -1 when none), ``pixel_values (B, 3, S, S)`` (absent for text-only models), ``note_hash (B,)`` (int64 hash of
-the note id, for same-note masking), ``note_ids`` (list of str). With an on-disk feature store
-(:mod:`notellm2_pl.model.feature_cache`) also ``image_keys`` (list of str: the image file key, ``""`` for none) and
-``pixels_skipped (B,)`` (bool: features stored, image not decoded, its ``pixel_values`` row is zeros).
+the data side decides the text limits and probes. The processor is the only place where the two meet. A batch is a
+:class:`~notellm2_pl.data.schema.NoteBatch` (its keys and shapes are documented there).
 """
-
 from __future__ import annotations
 
 import hashlib
@@ -19,13 +12,13 @@ from typing import Any
 
 import torch
 
-from notellm2_pl.data.tables import DataError, Note
+from notellm2_pl.data.images import build_image_transform, load_image
+from notellm2_pl.data.problems import DataError
+from notellm2_pl.data.prompts import TextLimits, clean_fields, render, suffix
+from notellm2_pl.data.schema import NoteBatch, Probe
+from notellm2_pl.data.tables import Note
 from notellm2_pl.model.feature_cache import FeatureStore, image_file_key
 from notellm2_pl.plugins.contract import ImageConfig
-from notellm2_pl.data.prompts import Probe, TextLimits, clean_fields, render, suffix
-
-KEYS = ("input_ids", "attention_mask", "image_pos", "marker_pos", "pixel_values", "note_hash", "note_ids",
-        "image_keys", "pixels_skipped")
 
 
 @dataclass
@@ -57,29 +50,6 @@ class NoteFormat:
 def note_hash(note_id: str) -> int:
     """Stable signed 63-bit hash of a note id (same across processes and runs)."""
     return int.from_bytes(hashlib.blake2b(note_id.encode(), digest_size=8).digest(), "little") >> 1
-
-
-def build_image_transform(cfg: ImageConfig, train_flip: bool = False):
-    """Resize -> CenterCrop -> [RandomHorizontalFlip] -> tensor -> Normalize, from the encoder's ImageConfig."""
-    from torchvision.transforms import v2
-
-    interp = getattr(v2.InterpolationMode, cfg.interpolation.upper())
-    steps = [v2.ToImage(), v2.Resize(cfg.size, interpolation=interp, antialias=True), v2.CenterCrop(cfg.size)]
-    if train_flip:
-        steps.append(v2.RandomHorizontalFlip())
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(cfg.mean), list(cfg.std))]
-    return v2.Compose(steps)
-
-
-def load_image(path: str):
-    """Decode an image to RGB; a missing or undecodable file raises DataError naming it (never a blank image).
-
-    Mode handling (CMYK, palette, alpha, 16-bit) is defined once in :func:`notellm2_pl.data.validation.decode_image`;
-    conversions are counted when the data is checked at setup (issue 7).
-    """
-    from notellm2_pl.data.validation import decode_image
-
-    return decode_image(path)[0]
 
 
 class NoteProcessor:
@@ -171,15 +141,23 @@ def _adds_bos(tok: Any) -> bool:
     return len(probe) > 0 and probe[0] == tok.bos_token_id
 
 
-def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Right-pad a list of processed notes into a batch (keys: see module docstring)."""
+def collate(items: list[dict[str, Any]]) -> NoteBatch:
+    """Right-pad a list of processed notes into a batch.
+
+    Args:
+        items: Outputs of :class:`NoteProcessor`, one per note.
+
+    Returns:
+        The batch; ``pixel_values`` only for models with a vision tower, ``image_keys`` / ``pixels_skipped`` only
+        when a feature store holds some of the images.
+    """
     lengths = [len(it["input_ids"]) for it in items]
-    ids = torch.zeros(len(items), max(lengths), dtype=torch.long)
+    ids = torch.zeros(len(items), max(lengths), dtype=torch.long)  # (B, T), right-padded with 0
     mask = torch.zeros_like(ids)
     for i, it in enumerate(items):
         ids[i, : lengths[i]] = torch.tensor(it["input_ids"])
         mask[i, : lengths[i]] = 1
-    batch: dict[str, Any] = {
+    batch: NoteBatch = {
         "input_ids": ids,
         "attention_mask": mask,
         "image_pos": torch.tensor([it["image_pos"] for it in items]),
@@ -195,6 +173,6 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
-def collate_pairs(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
+def collate_pairs(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> NoteBatch:
     """Pairs -> one batch of 2B notes laid out as ``[queries..., targets...]`` (docs/method.md#contrastive-loss)."""
     return collate([q for q, _ in pairs] + [t for _, t in pairs])

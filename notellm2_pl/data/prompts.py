@@ -1,4 +1,5 @@
-"""Prompt templates and text preprocessing (docs/method.md#text-preprocessing and §3.1), generated in one place (fixes B10).
+"""Prompt templates and text preprocessing (docs/method.md#text-preprocessing, docs/method.md#templates), generated in
+one place: every variant and preset comes from :data:`PRESETS` (docs/method.md#defects-of-the-original-code (B10)).
 
 A template is rendered into *segments*, never into one string that is re-parsed: literal template text, the
 note's own fields, the image slot and the mICL marker. A note's text is tokenised on its own with special-token
@@ -12,8 +13,12 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from notellm2_pl.data.schema import Probe
+
+__all__ = ["MARKER", "PRESETS", "SLOT", "Probe", "Segment", "TextLimits", "Variant", "clean_fields", "render",
+           "suffix"]
+
 Variant = Literal["text", "basic", "micl"]
-Probe = Literal["full", "only_image", "only_text"]
 
 SLOT, MARKER = "<IMG>", "<IMG_EMB>"
 _PIECES = re.compile(r"(\{T\}|\{G\}|\{C\}|<IMG>|<IMG_EMB>)")

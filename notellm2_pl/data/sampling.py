@@ -28,10 +28,14 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+if TYPE_CHECKING:
+    import lightning as L
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +150,7 @@ class ResumableDataLoader(DataLoader):
         self._pending_rng = state.get("rng")
 
 
-def trainer_progress(trainer: Any) -> Progress:
+def trainer_progress(trainer: L.Trainer) -> Progress:
     """``progress`` for :class:`ResumableDataLoader`: batches processed this epoch, per Lightning's loop state."""
     def progress() -> tuple[int, int]:
         loop = trainer.fit_loop.epoch_loop
@@ -157,7 +161,7 @@ def trainer_progress(trainer: Any) -> Progress:
     return progress
 
 
-def resumable_loader(dataset: Dataset, trainer: Any | None, batch_size: int, seed: int, shuffle: bool = True,
+def resumable_loader(dataset: Dataset, trainer: L.Trainer | None, batch_size: int, seed: int, shuffle: bool = True,
                      lengths: Sequence[int] | None = None, bucket_pool: int = 0,
                      **kwargs: Any) -> ResumableDataLoader:
     """The training loader: seeded shuffle sharded by the trainer's world size, resumable mid-epoch.
@@ -182,8 +186,6 @@ def resumable_loader(dataset: Dataset, trainer: Any | None, batch_size: int, see
 # ------------------------------------------------------------------------------------------------------ RNG
 def get_rng_state() -> dict[str, Any]:
     """torch (CPU, CUDA), numpy and Python RNG states as tensors / ints / lists (``weights_only``-loadable)."""
-    import numpy as np
-
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     version, py_state, py_gauss = random.getstate()
     state: dict[str, Any] = {
@@ -199,8 +201,6 @@ def get_rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     """Inverse of :func:`get_rng_state`."""
-    import numpy as np
-
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
     np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))

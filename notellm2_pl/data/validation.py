@@ -1,105 +1,37 @@
-"""Data validation: image decoding with defined mode handling, image checks at load time, and ``validate-data``.
+"""Data validation: image checks at load time, and whole-dataset checks for ``validate-data``.
 
-Rows and pairs are checked by :func:`notellm2_pl.data.tables.load_split`; this module adds the image files and the
-command line. The same functions run at load time (``NoteDataModule.setup``) and in
-``python -m notellm2_pl validate-data ROOT``, so what the command reports is exactly what training would do.
+Rows and pairs are checked by :func:`notellm2_pl.data.tables.load_split`; this module adds the image files. The same
+functions run at load time (``NoteDataModule.setup``) and in ``python -m notellm2_pl validate-data ROOT``
+(:mod:`notellm2_pl.commands.validate_data`), so what the command reports is exactly what training would do.
 
-Image behaviour (docs/data.md has the full table):
-
-* RGB, L (grayscale), 1 (bilevel): decoded as is (grayscale replicated to RGB). Not reported.
-* CMYK, YCbCr, palette (P), alpha (RGBA, LA, PA, ...), 16/32-bit integer grayscale (I;16*, I): converted to RGB and
-  counted as the ``image_converted`` warning, with the original mode. Alpha is flattened onto white; integer
-  grayscale is rescaled from its 16-bit range to 8 bits (a plain ``convert`` would clip it to white).
-* Float (F) and any mode PIL cannot convert: ``unsupported_image_mode`` error.
-* Missing file: ``missing_image``; undecodable, truncated or random bytes: ``bad_image``; a note with no image
-  entry (when the model has a vision tower): ``no_image``. Errors raise :class:`DataError` or, with
-  ``on_error="skip"``, skip the note and the pairs that name it (all counted). A bad image is never replaced by a
-  blank one.
+Image behaviour (mode handling: :mod:`notellm2_pl.data.images`; docs/data.md has the full table): converted modes
+are counted as the ``image_converted`` warning, with the original mode. A missing file is ``missing_image``,
+undecodable bytes ``bad_image``, an unconvertible mode ``unsupported_image_mode``, and a note with no image entry
+(when the model has a vision tower) ``no_image``. Errors raise :class:`~notellm2_pl.data.problems.DataError` or,
+with ``on_error="skip"``, skip the note and the pairs that name it (all counted). A bad image is never replaced by a
+blank one.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import os
-import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
-from notellm2_pl.data.tables import DataError, LoadReport, OnError, Problem, Split, describe, load_split, severity
+from notellm2_pl.data.images import decode_image
+from notellm2_pl.data.problems import DataError, LoadReport, OnError, Problem, describe, severity
+from notellm2_pl.data.prompts import TextLimits
+from notellm2_pl.data.schema import SPLITS
+from notellm2_pl.data.tables import Split, load_split
 
 log = logging.getLogger(__name__)
 
-_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
-_INT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
-_PLAIN_MODES = {"RGB", "L", "1"}
+ImageCheck = tuple[str | None, str]
+"""(problem code or None, detail) of one image path."""
 
 
-def decode_image(path: str | Path) -> tuple[Any, str | None]:
-    """Decode an image file to an RGB ``PIL.Image`` with the module's defined mode handling.
-
-    Args:
-        path: Image file.
-
-    Returns:
-        (RGB image, original mode if it was converted with a counted warning, else None).
-
-    Raises:
-        DataError: ``missing_image``, ``bad_image`` or ``unsupported_image_mode`` (see ``err.code``); the message
-            names the file and what to do.
-    """
-    from PIL import Image
-
-    hint = ("Fix or remove the file, or pass --data.on_error skip to skip (and count) notes with bad images; "
-            "`python -m notellm2_pl validate-data ROOT --on-error skip` lists them all.")
-    if not os.path.isfile(path):
-        raise DataError(f"Image file not found: {path}. {hint}", code="missing_image", where=str(path))
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return _to_rgb(img)
-    except DataError:
-        raise
-    except Exception as err:  # decoders raise many exception types on hostile bytes
-        raise DataError(f"Cannot decode image {path} ({type(err).__name__}: {err}). {hint}", code="bad_image",
-                        where=str(path)) from err
-
-
-def _to_rgb(img: Any) -> tuple[Any, str | None]:
-    from PIL import Image
-
-    mode = img.mode
-    if mode == "RGB":
-        return img.copy(), None
-    if mode in _PLAIN_MODES:
-        return img.convert("RGB"), None
-    if mode == "P" and "transparency" in img.info:
-        img, mode = img.convert("RGBA"), "P+transparency"
-    if img.mode in _ALPHA_MODES:
-        rgba = img.convert("RGBA")
-        flat = Image.new("RGB", rgba.size, (255, 255, 255))
-        flat.paste(rgba, mask=rgba.getchannel("A"))
-        return flat, mode
-    if mode in _INT_MODES:
-        import numpy as np
-
-        arr = np.asarray(img).astype(np.float64)
-        arr = np.clip(np.round(arr / 257.0), 0, 255).astype(np.uint8)  # 16-bit range -> 8 bits
-        return Image.fromarray(arr, "L").convert("RGB"), mode
-    if mode == "F":
-        raise DataError(f"Image mode F (32-bit float) has no defined RGB conversion ({img.filename or 'image'}). "
-                        f"Save it as 8-bit RGB.", code="unsupported_image_mode")
-    try:
-        return img.convert("RGB"), mode
-    except (ValueError, OSError) as err:
-        raise DataError(f"Image mode {mode} cannot be converted to RGB ({err}). Save it as 8-bit RGB.",
-                        code="unsupported_image_mode") from err
-
-
-def _probe(path: str | None) -> tuple[str | None, str]:
+def _probe(path: str | None) -> ImageCheck:
     """(problem code or None, detail) for one image path; conversions give ``image_converted``."""
     if path is None:
         return "no_image", ""
@@ -111,7 +43,7 @@ def _probe(path: str | None) -> tuple[str | None, str]:
 
 
 def check_images(split: Split, on_error: OnError = "raise", workers: int = 4,
-                 cache: dict[str | None, tuple[str | None, str]] | None = None) -> None:
+                 cache: dict[str | None, ImageCheck] | None = None) -> None:
     """Decode every note's image once; report problems in ``split.report`` (file:line of the note, and the path).
 
     Under ``on_error="skip"``, notes with an error-severity image problem are removed from ``split.notes`` and
@@ -164,8 +96,8 @@ def check_images(split: Split, on_error: OnError = "raise", workers: int = 4,
         log.warning("Skipped %d notes with bad images, and their pairs (see the report of this split)", len(bad))
 
 
-def validate_dataset(root: str | Path, on_error: OnError = "skip", splits: Sequence[str] = ("train", "val", "test"),
-                     images: bool = True, limits: Any | None = None, workers: int = 4) -> dict[str, Split]:
+def validate_dataset(root: str | Path, on_error: OnError = "skip", splits: Sequence[str] = SPLITS,
+                     images: bool = True, limits: TextLimits | None = None, workers: int = 4) -> dict[str, Split]:
     """Load and check the given splits exactly as training would (rows, pairs, then images).
 
     Args:
@@ -179,10 +111,8 @@ def validate_dataset(root: str | Path, on_error: OnError = "skip", splits: Seque
     Returns:
         Split name -> loaded :class:`Split`, each with its ``report``.
     """
-    from notellm2_pl.data.prompts import TextLimits
-
     limits = TextLimits() if limits is None else limits
-    cache: dict[str | None, tuple[str | None, str]] = {}
+    cache: dict[str | None, ImageCheck] = {}
     out: dict[str, Split] = {}
     for name in splits:
         try:
@@ -207,63 +137,3 @@ def combined_report(splits: dict[str, Split]) -> LoadReport:
                 seen.add(p)
                 total.record(p)
     return total
-
-
-# ------------------------------------------------------------------------------------------------------- CLI
-def build_parser() -> argparse.ArgumentParser:
-    """Argument parser of ``python -m notellm2_pl validate-data``."""
-    p = argparse.ArgumentParser(
-        prog="python -m notellm2_pl validate-data",
-        description="Check a dataset (canonical or official NoteLLM layout) the way training loads it: every row, "
-                    "pair and image, with file and line for each problem. Exit code 0: no errors; 1: errors found.")
-    p.add_argument("root", help="dataset directory")
-    p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
-                   help="raise: stop at the first error (default, like training); skip: list and count them all")
-    p.add_argument("--splits", nargs="+", default=["train", "val", "test"], choices=("train", "val", "test"))
-    p.add_argument("--no-images", action="store_true", help="do not decode images (text-only models)")
-    p.add_argument("--title-chars", type=int, default=20, help="title characters the prompt keeps (default 20)")
-    p.add_argument("--content-chars", type=int, default=80, help="content characters the prompt keeps (default 80)")
-    p.add_argument("--max-tags", type=int, default=10, help="topics the prompt keeps (default 10)")
-    p.add_argument("--workers", type=int, default=4, help="image decoding threads")
-    p.add_argument("--list", type=int, default=30, dest="max_list", help="errors listed per code (default 30)")
-    p.add_argument("--warnings", action="store_true", help="list warnings like errors (default: 3 per code)")
-    p.add_argument("--json", help="also write the full report (counts + problems) to this JSON file")
-    return p
-
-
-def cli_main(argv: list[str] | None = None) -> int:
-    """``python -m notellm2_pl validate-data ROOT [--on-error skip] ...``; returns the exit code."""
-    from notellm2_pl.data.prompts import TextLimits
-
-    args = build_parser().parse_args(argv)
-    limits = TextLimits(args.title_chars, args.content_chars, args.max_tags)
-    try:
-        splits = validate_dataset(args.root, args.on_error, args.splits, not args.no_images, limits, args.workers)
-    except DataError as err:
-        print(f"ERROR [{err.code or 'layout'}] {err}", file=sys.stderr)
-        return 1
-    total = combined_report(splits)
-    for name, split in splits.items():
-        sizes = ", ".join(f"{k} {len(v)}" for k, v in split.pairs.items())
-        print(f"{name}: {len(split.notes)} notes usable; pairs: {sizes}")
-    shown: dict[str, int] = {}
-    for p in total.problems:
-        shown[p.code] = shown.get(p.code, 0) + 1
-        cap = args.max_list if (severity(p.code) == "error" or args.warnings) else 3
-        if shown[p.code] <= cap:
-            print(f"  {severity(p.code).upper():<7} {p}")
-    print("Summary (problem: count, severity, action):")
-    if not total.counts:
-        print("  no problems found")
-    for code, n in sorted(total.counts.items()):
-        print(f"  {code:<24} {n:>7}  {severity(code):<7}  {describe(code)}")
-    if args.json:
-        from notellm2_pl.atomic import atomic_write_text
-
-        atomic_write_text(args.json, json.dumps({k: s.report.to_dict() for k, s in splits.items()}, indent=1))
-    log.info("validate-data %s: %s", args.root, total.summary())
-    if total.num_errors:
-        print(f"{total.num_errors} error(s): these rows/notes/pairs are skipped with --data.on_error skip; fix the "
-              f"data to keep them.")
-        return 1
-    return 0

@@ -1,47 +1,28 @@
 """The composed representation model: vision -> connector -> splice into the LLM -> read-out -> fusion -> head.
 
-Positions are tracked during splicing (fixes B11): each row's visual tokens are inserted at its own
-``image_pos``; every text position ``j`` moves to ``j + Q * (j >= image_pos)``; the multimodal read-out is the
-last non-pad token and the mICL read-out the token just before the marker, both shifted the same way.
+Positions are tracked during splicing (the original lost them: docs/method.md#defects-of-the-original-code (B11)):
+each row's visual tokens are inserted at its own ``image_pos``; every text position ``j`` moves to
+``j + Q * (j >= image_pos)``; the multimodal read-out is the last non-pad token and the mICL read-out the token just
+before the marker, both shifted the same way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from notellm2_pl.model.feature_cache import VisionFeatureCache
-from notellm2_pl.plugins.contract import Connector, LLMBackbone, VisionEncoder
 from notellm2_pl.data.processing import NoteFormat
+from notellm2_pl.data.schema import NoteBatch
+from notellm2_pl.model.config import EncoderConfig
+from notellm2_pl.model.feature_cache import VisionFeatureCache
+from notellm2_pl.model.late_fusion import LateFusionGate
+from notellm2_pl.plugins.contract import Connector, LLMBackbone, VisionEncoder
 
 ConnectorFactory = Callable[[int, int], Connector]
-
-
-class LateFusionGate(nn.Module):
-    """``out = z * h + (1 - z) * v`` with ``v = W_lf cls`` and ``z = sigmoid(W_g [h; v])`` (docs/method.md#late-fusion).
-
-    Args:
-        vision_dim: Width of the vision pooled feature.
-        hidden_size: LLM width.
-    """
-
-    def __init__(self, vision_dim: int, hidden_size: int) -> None:
-        super().__init__()
-        self.proj = nn.Linear(vision_dim, hidden_size, bias=False)  # W_lf
-        self.gate = nn.Linear(2 * hidden_size, hidden_size, bias=False)  # W_g
-        for lin in (self.proj, self.gate):
-            nn.init.normal_(lin.weight, std=0.02)
-
-    def forward(self, h_llm: torch.Tensor, v_img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Fuse ``h_llm (B, H)`` with the raw vision feature ``v_img (B, D_v)``; returns (fused, gate z)."""
-        v = self.proj(v_img.to(self.proj.weight.dtype))
-        z = torch.sigmoid(self.gate(torch.cat([h_llm, v], dim=-1)))
-        return z * h_llm + (1 - z) * v, z
 
 
 @dataclass
@@ -94,20 +75,8 @@ class NoteEncoder(nn.Module):
         llm: The LLM backbone.
         vision: The vision tower (None: text-only model).
         connector: Factory ``(in_dim, out_dim) -> Connector`` (None or NoConnector: no visual tokens).
-        micl: Multimodal in-context learning (image compressed first; adds the visual embedding ``e_v``).
-        late_fusion: Gate the vision pooled feature into the embeddings.
-        embed_dim: Output dimension ``d`` of the linear head (0: no head, the raw hidden state).
-        prompt_preset: ``en`` (default) or ``zh`` (the original Chinese prompts, exactly).
-        splice_mode: ``insert`` (visual tokens between ``image_tokens``, Qwen style) or ``replace`` (visual tokens
-            replace the image placeholder, Llama style; no tag tokens).
-        image_tokens: Open/close tags around the visual tokens in insert mode.
-        marker_token: The mICL placeholder token.
-        add_special_tokens: Add missing tag/marker tokens to the vocabulary (new rows initialised to the mean).
-            If false they must already exist (e.g. ``<|vision_start|>`` in Qwen2.5 tokenizers).
-        new_token_init: ``mean`` or ``normal`` for new embedding rows.
-        feature_cache: Cache the frozen vision tower's features in memory (see ``feature_cache.py``).
-        feature_cache_dir: Also keep them on disk here, so data loaders skip decoding cached images and runs share
-            them (needs ``feature_cache``).
+        config: mICL, late fusion, head size, prompts, special tokens and feature cache
+            (:class:`~notellm2_pl.model.config.EncoderConfig`).
     """
 
     def __init__(
@@ -115,59 +84,74 @@ class NoteEncoder(nn.Module):
         llm: LLMBackbone,
         vision: VisionEncoder | None = None,
         connector: ConnectorFactory | None = None,
-        micl: bool = True,
-        late_fusion: bool = True,
-        embed_dim: int = 64,
-        prompt_preset: Literal["en", "zh"] = "en",
-        splice_mode: Literal["insert", "replace"] = "insert",
-        image_tokens: tuple[str, str] = ("<img>", "</img>"),
-        marker_token: str = "<IMG_EMB>",
-        add_special_tokens: bool = True,
-        new_token_init: Literal["mean", "normal"] = "mean",
-        feature_cache: bool = False,
-        feature_cache_dir: str | None = None,
+        config: EncoderConfig | None = None,
     ) -> None:
         super().__init__()
-        if feature_cache_dir is not None and not feature_cache:
-            raise ValueError("model.feature_cache_dir needs model.feature_cache true (and a frozen vision tower).")
-        self.feature_cache = VisionFeatureCache(directory=feature_cache_dir) if feature_cache else None
+        config = config if config is not None else EncoderConfig()
+        self.config = config
         self.llm, self.vision = llm, vision
+        use_cache = config.feature_cache and vision is not None  # a text-only model has no features to cache
+        self.feature_cache = VisionFeatureCache(directory=config.feature_cache_dir) if use_cache else None
         hidden = llm.hidden_size
         self.connector = connector(vision.hidden_size, hidden) if (connector and vision) else None
         if self.connector is not None and self.connector.num_tokens(1) == 0:
             self.connector = None
-        self._validate(micl, late_fusion, connector)
-        self.micl, self.late_fusion, self.preset, self.splice_mode = micl, late_fusion, prompt_preset, splice_mode
-        self.gate = LateFusionGate(vision.hidden_size, hidden) if late_fusion else None
-        self.head: nn.Module = nn.Linear(hidden, embed_dim, bias=False) if embed_dim else nn.Identity()
-        if embed_dim:
+        self._validate(connector)
+        self.gate = LateFusionGate(vision.hidden_size, hidden) if config.late_fusion else None
+        self.head: nn.Module = nn.Linear(hidden, config.embed_dim, bias=False) if config.embed_dim else nn.Identity()
+        if config.embed_dim:
             nn.init.normal_(self.head.weight, std=0.02)
-        self._token_ids = self._ensure_tokens(image_tokens, marker_token, add_special_tokens, new_token_init)
+        self._token_ids = self._ensure_tokens()
 
-    def _validate(self, micl: bool, late_fusion: bool, connector: ConnectorFactory | None) -> None:
+    @property
+    def micl(self) -> bool:
+        """Whether the encoder produces the visual embedding ``e_v`` (mICL)."""
+        return self.config.micl
+
+    @property
+    def late_fusion(self) -> bool:
+        """Whether the late-fusion gate mixes the pooled vision feature into the embeddings."""
+        return self.config.late_fusion
+
+    @property
+    def preset(self) -> str:
+        """The prompt preset (``en`` or ``zh``)."""
+        return self.config.prompt_preset
+
+    @property
+    def splice_mode(self) -> str:
+        """``insert`` or ``replace``."""
+        return self.config.splice_mode
+
+    def _validate(self, connector: ConnectorFactory | None) -> None:
         if connector is not None and self.vision is None:
             raise ValueError("A connector needs a vision tower: set model.vision, or remove model.connector.")
-        if micl and self.connector is None:
+        if self.micl and self.connector is None:
             raise ValueError("mICL compresses the image's visual tokens: it needs model.vision and a connector that "
-                             "produces tokens (QFormerConnector or MLPConnector). Set model.micl: false otherwise.")
-        if late_fusion and self.vision is None:
-            raise ValueError("Late fusion needs model.vision. Set model.late_fusion: false for a text-only model.")
+                             "produces tokens (QFormerConnector or MLPConnector). Set model.encoder.micl: false "
+                             "otherwise.")
+        if self.late_fusion and self.vision is None:
+            raise ValueError("Late fusion needs model.vision. Set model.encoder.late_fusion: false for a text-only "
+                             "model.")
 
     @property
     def variant(self) -> str:
+        """``micl``, ``basic`` (visual tokens, no mICL) or ``text`` (no visual tokens)."""
         return "micl" if self.micl else ("basic" if self.connector is not None else "text")
 
-    def _ensure_tokens(self, image_tokens, marker_token, add, init) -> dict[str, list[int]]:
-        wanted = list(image_tokens) if (self.connector is not None and self.splice_mode == "insert") else []
-        wanted += [marker_token] if self.micl else []
+    def _ensure_tokens(self) -> dict[str, list[int]]:
+        """Ids of the image tags and the mICL marker, added to the vocabulary when missing (and allowed)."""
+        cfg = self.config
+        wanted = list(cfg.image_tokens) if (self.connector is not None and self.splice_mode == "insert") else []
+        wanted += [cfg.marker_token] if self.micl else []
         if not wanted:
             return {"open": [], "close": [], "marker": []}
         vocab = self.llm.tokenizer.get_vocab()
         missing = [t for t in wanted if t not in vocab]
-        if missing and not add:
-            raise ValueError(f"Tokens {missing} are not in the tokenizer. Set model.add_special_tokens: true, or "
-                             f"choose tokens that exist (model.image_tokens / model.marker_token).")
-        ids = self.llm.add_tokens(wanted, init=init)
+        if missing and not cfg.add_special_tokens:
+            raise ValueError(f"Tokens {missing} are not in the tokenizer. Set model.encoder.add_special_tokens: true, "
+                             f"or choose tokens that exist (model.encoder.image_tokens / model.encoder.marker_token).")
+        ids = self.llm.add_tokens(wanted, init=cfg.new_token_init)
         n_img = len(wanted) - int(self.micl)
         return {"open": ids[:1] if n_img else [], "close": ids[1:2] if n_img else [],
                 "marker": ids[-1:] if self.micl else []}
@@ -185,7 +169,8 @@ class NoteEncoder(nn.Module):
             feature_store=self.feature_cache.store(self.vision) if self.feature_cache is not None else None,
         )
 
-    def forward(self, batch: dict, output_attentions: bool = False) -> EncoderOutput:
+    def forward(self, batch: NoteBatch, output_attentions: bool = False) -> EncoderOutput:
+        """Embed one batch of notes (``B`` rows); see :class:`EncoderOutput`."""
         ids, mask, image_pos = batch["input_ids"], batch["attention_mask"], batch["image_pos"]
         text = self.llm.embed_tokens(ids)  # (B, L, H)
         pooled, q = None, 0
@@ -201,7 +186,7 @@ class NoteEncoder(nn.Module):
                 q = visual.shape[1]
                 text, mask = splice(text, mask, image_pos, visual)  # (B, L+Q, H)
         out = self.llm(text, mask, output_attentions=output_attentions)
-        rows = torch.arange(ids.shape[0], device=ids.device)
+        rows = torch.arange(ids.shape[0], device=ids.device)  # (B,)
         last_pos = shift(batch["attention_mask"].sum(1) - 1, image_pos, q)
         e_m, z = self._embed(out.hidden[rows, last_pos], pooled)
         pos_v = torch.full_like(last_pos, -1)

@@ -6,7 +6,7 @@ Two levels, both keyed so that a stale feature is never served:
   (``image_keys``, see below), else a hash of its exact preprocessed pixels; either way prefixed by the encoder's
   *namespace*: a hash of ``vision.cache_key()`` and of the tower's weights. The memory level is cleared when the
   tower's weights change (tracked through the parameters' in-place version counters, e.g. ``load_state_dict``).
-* **On disk** (:class:`FeatureStore`, ``model.feature_cache_dir``): one small file per image under
+* **On disk** (:class:`FeatureStore`, ``model.encoder.feature_cache_dir``): one small file per image under
   ``<dir>/<namespace>/<file key>.pt``, written atomically. The file key hashes the image file's identity (absolute
   path, size, modification time) and the preprocessing (:class:`~notellm2_pl.plugins.contract.ImageConfig`), so an
   edited image, another image size or normalisation, or other tower weights all miss. Because the store is on
@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from notellm2_pl.atomic import atomic_open
 from notellm2_pl.plugins.contract import ImageConfig, VisionEncoder, VisionOutput
 
 
@@ -57,7 +58,7 @@ class FeatureStore:
     """The on-disk level for one encoder namespace; picklable, so data-loader workers get a copy.
 
     Attributes:
-        directory: Root folder (``model.feature_cache_dir``).
+        directory: Root folder (``model.encoder.feature_cache_dir``).
         namespace: :func:`encoder_namespace` of the tower whose features are stored.
     """
 
@@ -82,8 +83,6 @@ class FeatureStore:
 
     def save(self, key: str, tokens: torch.Tensor, pooled: torch.Tensor) -> None:
         """Store ``key``'s features atomically (concurrent writers of one key write identical files)."""
-        from notellm2_pl.atomic import atomic_open
-
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_open(path, "wb", fsync=False) as f:
@@ -134,7 +133,7 @@ class VisionFeatureCache:
     def _check(self, vision: VisionEncoder) -> str:
         if any(p.requires_grad for p in vision.parameters()):
             raise FeatureCacheError("The vision feature cache needs a frozen vision tower; set "
-                                    "--model.freeze_vision true or --model.feature_cache false.")
+                                    "--model.freeze_vision true or --model.encoder.feature_cache false.")
         if vision.training:
             raise FeatureCacheError("The vision feature cache needs the vision tower in eval mode (no dropout).")
         return self.namespace(vision)

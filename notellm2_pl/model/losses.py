@@ -1,4 +1,7 @@
-"""In-batch contrastive loss (docs/method.md#contrastive-loss), a pure function of tensors. The module does the gathering."""
+"""In-batch contrastive loss (docs/method.md#contrastive-loss), a pure function of tensors.
+
+The module does the gathering across devices.
+"""
 
 from __future__ import annotations
 
@@ -58,6 +61,9 @@ def contrastive_loss(
 
 
 def micl_loss(loss_multimodal: torch.Tensor, loss_visual: torch.Tensor, weights: tuple[float, float]) -> torch.Tensor:
-    """``(w_t * L(e_m) + w_v * L(e_v)) / (w_t + w_v)``; ``weights = (w_t, w_v)``, default 9:1 (docs/method.md#micl-loss)."""
+    """``(w_t * L(e_m) + w_v * L(e_v)) / (w_t + w_v)``; ``weights = (w_t, w_v)``, default 9:1.
+
+    See docs/method.md#micl-loss.
+    """
     w_t, w_v = weights
     return (w_t * loss_multimodal + w_v * loss_visual) / (w_t + w_v)

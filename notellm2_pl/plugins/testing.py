@@ -93,7 +93,7 @@ model:
   connector:
     class_path: QFormerConnector
     init_args: {{num_query_tokens: 4, num_layers: 2, hidden_size: 32, num_heads: 2, intermediate_size: 64}}
-  embed_dim: 16
+  encoder: {{embed_dim: 16}}
 data: {{root: {data}, eval_batch_size: 8, max_tokens: 96}}
 trainer: {{accelerator: cpu}}
 """)

@@ -1,7 +1,7 @@
 """FAISS top-k retrieval over note embeddings: build, search (sharded), save/load (atomic), recall vs exact.
 
-Exact Recall@K for evaluation lives in :mod:`notellm2_pl.retrieval.recall`; this module serves top-k search (e.g. to show
-or export neighbours) and approximate indexes for large pools.
+Exact Recall@K for evaluation lives in :mod:`notellm2_pl.retrieval.recall`; this module serves top-k search (e.g. to
+show or export neighbours) and approximate indexes for large pools.
 
 Index kinds (all inner product, i.e. cosine on L2-normalised float32 embeddings):
 
@@ -20,14 +20,20 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
+from numpy.typing import ArrayLike
+
+from notellm2_pl.atomic import atomic_open
+from notellm2_pl.retrieval.ranking import as_float32_matrix
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +75,9 @@ class IdIndex:
         return int(self.index.d)
 
 
-def _as_float32(x: Any, name: str) -> np.ndarray:
-    """C-contiguous float32 (N, d) copy-if-needed of ``x`` (numpy or torch)."""
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().float().numpy()
-    arr = np.ascontiguousarray(x, dtype=np.float32)
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D (N, d) array, got shape {arr.shape}.")
+def _as_float32(x: ArrayLike | torch.Tensor, name: str) -> np.ndarray:
+    """C-contiguous float32 (N, d) copy-if-needed of ``x`` (numpy or torch), checked to be finite."""
+    arr = as_float32_matrix(x, name)
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or inf; check the model outputs before indexing.")
     return arr
@@ -144,7 +146,7 @@ def build_index(
         ValueError: On an unknown ``kind``, empty input, or an ``ids`` length mismatch.
     """
     x = _as_float32(emb, "emb")
-    n, d = x.shape
+    n = x.shape[0]
     if n == 0:
         raise ValueError("Cannot build an index over 0 embeddings.")
     _warn_if_not_normalised(x, "Indexed embeddings")
@@ -152,21 +154,12 @@ def build_index(
     if id_arr.shape != (n,):
         raise ValueError(f"ids has {id_arr.shape[0] if id_arr.ndim else 0} entries for {n} embeddings; pass one each.")
     if kind == "flat":
-        index: faiss.Index = faiss.IndexFlatIP(d)
+        index: faiss.Index = faiss.IndexFlatIP(x.shape[1])
     elif kind == "ivf":
-        nl = int(nlist) if nlist is not None else round(4 * math.sqrt(n))
-        nl = max(1, min(nl, n))
-        quantizer = faiss.IndexFlatIP(d)
-        ivf = faiss.IndexIVFFlat(quantizer, d, nl, faiss.METRIC_INNER_PRODUCT)
-        ivf.cp.seed = seed
-        ts = min(n, int(train_size) if train_size is not None else 256 * nl)
-        sample = x if ts >= n else x[np.sort(np.random.default_rng(seed).choice(n, ts, replace=False))]
-        ivf.train(sample)
-        index = ivf
+        index = _trained_ivf(x, nlist, train_size, seed)
     elif kind == "hnsw":
-        hnsw = faiss.IndexHNSWFlat(d, int(M), faiss.METRIC_INNER_PRODUCT)
-        hnsw.hnsw.efConstruction = int(ef_construction)
-        index = hnsw
+        index = faiss.IndexHNSWFlat(x.shape[1], int(M), faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = int(ef_construction)
     else:
         raise ValueError(f"Unknown index kind {kind!r}; choose one of {INDEX_KINDS}.")
     index.add(x)
@@ -176,6 +169,20 @@ def build_index(
     elif kind == "hnsw":
         set_search_params(out, ef_search=ef_search)
     return out
+
+
+def _trained_ivf(x: np.ndarray, nlist: int | None, train_size: int | None, seed: int) -> faiss.IndexIVFFlat:
+    """An empty ``IndexIVFFlat`` with k-means lists trained on a seeded sample of ``x`` (see :func:`build_index`)."""
+    n, d = x.shape
+    nl = int(nlist) if nlist is not None else round(4 * math.sqrt(n))
+    nl = max(1, min(nl, n))
+    quantizer = faiss.IndexFlatIP(d)
+    ivf = faiss.IndexIVFFlat(quantizer, d, nl, faiss.METRIC_INNER_PRODUCT)
+    ivf.cp.seed = seed
+    ts = min(n, int(train_size) if train_size is not None else 256 * nl)
+    sample = x if ts >= n else x[np.sort(np.random.default_rng(seed).choice(n, ts, replace=False))]
+    ivf.train(sample)
+    return ivf
 
 
 def _missing_id(ids: np.ndarray) -> Any:
@@ -226,20 +233,6 @@ def search(
     return scores, ids
 
 
-def _atomic(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then ``os.replace(tmp_path, path)``; remove the temp file on failure."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def ids_path(path: str | os.PathLike[str]) -> Path:
     """Where :func:`save_index` puts the id array for an index saved at ``path``."""
     p = Path(path)
@@ -260,16 +253,10 @@ def save_index(index: IdIndex, path: str | os.PathLike[str]) -> None:
     """
     if index.ids.dtype.kind == "O":
         raise ValueError("Cannot save object-dtype ids; convert them to str or int (np.asarray(ids, dtype=str)).")
-    p = Path(path)
-
-    def _write_ids(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            np.save(f, index.ids, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-
-    _atomic(ids_path(p), _write_ids)
-    _atomic(p, lambda tmp: faiss.write_index(index.index, tmp))
+    with atomic_open(ids_path(path), "wb") as f:
+        np.save(f, index.ids, allow_pickle=False)
+    with atomic_open(path, "wb") as f:
+        faiss.write_index(index.index, faiss.PyCallbackIOWriter(f.write))  # streamed: no in-memory copy
 
 
 def load_index(path: str | os.PathLike[str]) -> IdIndex:

@@ -23,19 +23,20 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from notellm2_pl.atomic import atomic_open, atomic_write_text
+from notellm2_pl.data.schema import EMBEDDING_KEYS, NoteBatch, embedding_keys
 
 log = logging.getLogger(__name__)
 
 FORMAT = "notellm2-embeddings"
-KEYS: tuple[str, ...] = ("e_m", "e_v")
 
 
 # ------------------------------------------------------------------------------------------------ atomic files
@@ -103,7 +104,7 @@ class EmbeddingWriter(BasePredictionWriter):
         self._part = 0
         self._rows = 0
 
-    def on_predict_start(self, trainer: Any, pl_module: Any) -> None:
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         rank = trainer.global_rank
         shards = self.output_dir / "shards"
         shards.mkdir(parents=True, exist_ok=True)
@@ -114,7 +115,7 @@ class EmbeddingWriter(BasePredictionWriter):
             write_json(self.output_dir / "meta.json", self._meta(trainer, pl_module))
 
     @staticmethod
-    def _meta(trainer: Any, pl_module: Any) -> dict[str, Any]:
+    def _meta(trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
         dm = getattr(trainer, "datamodule", None)
         dhp = dict(getattr(dm, "hparams", {}) or {})
         enc = getattr(pl_module, "encoder", None)
@@ -123,17 +124,18 @@ class EmbeddingWriter(BasePredictionWriter):
             "format": FORMAT,
             "version": 1,
             "world_size": int(trainer.world_size),
-            "keys": ["e_m", "e_v"] if micl else ["e_m"],
+            "keys": embedding_keys(micl),
             "probe": dhp.get("probe", "full"),
             "split": dhp.get("predict_split", "test"),
             "data_root": str(Path(dhp["root"]).resolve()) if dhp.get("root") else None,
             "variant": getattr(enc, "variant", None),
         }
 
-    def write_on_batch_end(self, trainer: Any, pl_module: Any, prediction: Any, batch_indices: Any, batch: Any,
-                           batch_idx: int, dataloader_idx: int) -> None:
+    def write_on_batch_end(self, trainer: Trainer, pl_module: LightningModule, prediction: Mapping[str, Any],
+                           batch_indices: Sequence[int] | None, batch: NoteBatch, batch_idx: int,
+                           dataloader_idx: int) -> None:
         self._ids.extend(str(i) for i in prediction["note_ids"])
-        for key in KEYS:
+        for key in EMBEDDING_KEYS:
             if prediction.get(key) is not None:
                 self._bufs.setdefault(key, []).append(prediction[key].detach().float().cpu().numpy())
         if len(self._ids) >= self.shard_rows:
@@ -148,7 +150,7 @@ class EmbeddingWriter(BasePredictionWriter):
         self._part += 1
         self._ids, self._bufs = [], {}
 
-    def on_predict_end(self, trainer: Any, pl_module: Any) -> None:
+    def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._flush(trainer.global_rank)
         write_done(self.output_dir, trainer.global_rank, self._part, self._rows)
         log.info("Rank %d wrote %d embeddings in %d shard(s) to %s", trainer.global_rank, self._rows, self._part,
@@ -162,12 +164,14 @@ def read_meta(emb_dir: str | os.PathLike[str]) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(
             f"{emb_dir} is not an embeddings directory (no meta.json). Write one with: python -m notellm2_pl predict "
-            f"--config RECIPE --ckpt_path CKPT --trainer.callbacks+=notellm2_pl.retrieval.prediction_writer.EmbeddingWriter "
+            f"--config RECIPE --ckpt_path CKPT "
+            f"--trainer.callbacks+=notellm2_pl.retrieval.prediction_writer.EmbeddingWriter "
             f"--trainer.callbacks.output_dir {emb_dir}")
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def load_embeddings(emb_dir: str | os.PathLike[str], key: str = "e_m", sort: bool = True) -> tuple[list[str], np.ndarray]:
+def load_embeddings(emb_dir: str | os.PathLike[str], key: str = EMBEDDING_KEYS[0],
+                    sort: bool = True) -> tuple[list[str], np.ndarray]:
     """Merge the shards of every rank into ``(ids, matrix)``.
 
     Duplicate ids (the padding of a distributed sampler) keep their first row. Every rank must have finished.
@@ -186,7 +190,7 @@ def load_embeddings(emb_dir: str | os.PathLike[str], key: str = "e_m", sort: boo
     """
     emb_dir = Path(emb_dir)
     meta = read_meta(emb_dir)
-    if key not in meta.get("keys", ["e_m"]):
+    if key not in meta.get("keys", [EMBEDDING_KEYS[0]]):
         raise KeyError(f"{emb_dir} has no {key!r} embeddings (keys: {meta.get('keys')}); e_v exists only for mICL "
                        f"models.")
     ids: list[str] = []
@@ -239,7 +243,7 @@ def write_embeddings(out_dir: str | os.PathLike[str], ids: Sequence[str], arrays
     if shards.is_dir():
         for old in shards.glob("rank*"):
             old.unlink()
-    meta = {"format": FORMAT, "version": 1, "world_size": 1, "keys": [k for k in KEYS if k in arrays],
+    meta = {"format": FORMAT, "version": 1, "world_size": 1, "keys": [k for k in EMBEDDING_KEYS if k in arrays],
             "probe": probe, "split": split, "data_root": str(Path(data_root).resolve()) if data_root else None,
             "variant": variant}
     write_json(out / "meta.json", meta)

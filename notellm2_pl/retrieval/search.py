@@ -1,25 +1,27 @@
-"""The ``index`` and ``search`` commands: a FAISS index over exported embeddings, and I2I top-k neighbours.
+"""FAISS search over embeddings directories: build and save an index with its provenance, and I2I neighbours.
 
-``python -m notellm2_pl index --embeddings DIR --out INDEX [--kind flat|ivf|hnsw]`` builds and saves the index
-(``INDEX``, ``INDEX.ids.npy`` and ``INDEX.meta.json``, each written atomically).
-
-``python -m notellm2_pl search --index INDEX --id NOTE_ID [--id ...]`` prints each note's top-k neighbours with
-scores and titles (titles from the dataset's notes tables); ``--title/--topics/--content/--image`` with ``--model
-EXPORT_DIR`` searches for a new note instead. ``--json`` prints machine-readable output.
+:func:`build` indexes an embeddings directory and saves ``INDEX``, ``INDEX.ids.npy`` and ``INDEX.meta.json`` (each
+written atomically). :func:`neighbours` gives the top-k of query vectors with titles; :func:`stored_vectors` reads the
+vectors of indexed notes back, so existing notes can be queried by id. The ``index`` and ``search`` commands are
+:mod:`notellm2_pl.commands.index` and :mod:`notellm2_pl.commands.search`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import faiss
 import numpy as np
+
+from notellm2_pl.data.schema import EMBEDDING_KEYS
+from notellm2_pl.data.tables import load_split
+from notellm2_pl.retrieval.faiss_index import IdIndex, build_index, save_index, search
+from notellm2_pl.retrieval.prediction_writer import load_embeddings, read_meta, write_json
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +32,8 @@ def meta_path(index_path: str | os.PathLike[str]) -> Path:
     return p.with_name(p.name + ".meta.json")
 
 
-def build(emb_dir: str | os.PathLike[str], out: str | os.PathLike[str], key: str = "e_m", kind: str = "flat",
-          **index_kwargs: Any) -> Any:
+def build(emb_dir: str | os.PathLike[str], out: str | os.PathLike[str], key: str = EMBEDDING_KEYS[0],
+          kind: str = "flat", **index_kwargs: Any) -> IdIndex:
     """Build an index over an embeddings directory and save it.
 
     Args:
@@ -39,14 +41,12 @@ def build(emb_dir: str | os.PathLike[str], out: str | os.PathLike[str], key: str
         out: Index file path.
         key: ``e_m`` or ``e_v``.
         kind: ``flat`` (exact), ``ivf`` or ``hnsw``.
-        **index_kwargs: Passed to :func:`notellm2_pl.retrieval.faiss_index.build_index` (``nlist``, ``nprobe``, ``M``...).
+        **index_kwargs: Passed to :func:`~notellm2_pl.retrieval.faiss_index.build_index` (``nlist``, ``nprobe``,
+            ``M``...).
 
     Returns:
         The :class:`~notellm2_pl.retrieval.faiss_index.IdIndex`.
     """
-    from notellm2_pl.retrieval.faiss_index import build_index, save_index
-    from notellm2_pl.retrieval.prediction_writer import load_embeddings, read_meta, write_json
-
     meta = read_meta(emb_dir)
     ids, emb = load_embeddings(emb_dir, key)
     index = build_index(emb, kind, np.asarray(ids, dtype=str), **index_kwargs)
@@ -59,8 +59,6 @@ def build(emb_dir: str | os.PathLike[str], out: str | os.PathLike[str], key: str
 
 def load_titles(root: str | os.PathLike[str], splits: Sequence[str] = ("test", "train")) -> dict[str, str]:
     """Note id -> title from a dataset's notes tables (test first)."""
-    from notellm2_pl.data.tables import load_split
-
     titles: dict[str, str] = {}
     for split in splits:
         try:
@@ -73,25 +71,28 @@ def load_titles(root: str | os.PathLike[str], splits: Sequence[str] = ("test", "
     return titles
 
 
-def _reconstruct(index: Any, rows: Sequence[int]) -> np.ndarray:
-    """Stored vectors of some rows (flat, HNSW and IVF-flat indexes)."""
-    import faiss
-
+def stored_vectors(index: IdIndex, rows: Sequence[int]) -> np.ndarray:
+    """(len(rows), d) float32 stored vectors of some rows (flat, HNSW and IVF-flat indexes)."""
     inner = faiss.downcast_index(index.index)
     if isinstance(inner, faiss.IndexIVF):
         inner.make_direct_map()
     return np.stack([inner.reconstruct(int(r)) for r in rows]).astype(np.float32)
 
 
-def neighbours(index: Any, queries: np.ndarray, k: int, exclude: Sequence[str | None] | None = None,
+def neighbours(index: IdIndex, queries: np.ndarray, k: int, exclude: Sequence[str | None] | None = None,
                titles: Mapping[str, str] | None = None) -> list[list[dict[str, Any]]]:
     """Top-k neighbours of each query row, best first, optionally excluding each query's own id.
+
+    Args:
+        index: The index.
+        queries: (Q, d) query embeddings.
+        k: Neighbours per query.
+        exclude: Per query, its own note id (not listed as its neighbour), or None for a new note.
+        titles: Note id -> title, for the ``title`` field.
 
     Returns:
         Per query, a list of ``{"rank", "note_id", "score", "title"}``.
     """
-    from notellm2_pl.retrieval.faiss_index import search
-
     scores, ids = search(index, queries, k + (1 if exclude else 0))
     out: list[list[dict[str, Any]]] = []
     for qi in range(len(queries)):
@@ -109,7 +110,14 @@ def neighbours(index: Any, queries: np.ndarray, k: int, exclude: Sequence[str | 
     return out
 
 
-def _format(results: list[dict[str, Any]]) -> str:
+def read_index_meta(index_path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The provenance :func:`build` recorded next to an index (``{}`` when there is none)."""
+    path = meta_path(index_path)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def format_neighbours(results: list[dict[str, Any]]) -> str:
+    """A console table per query of ``[{"query": {...}, "neighbours": neighbours(...)[i]}, ...]``."""
     lines = []
     for r in results:
         q = r["query"]
@@ -121,96 +129,3 @@ def _format(results: list[dict[str, Any]]) -> str:
             lines.append(f"  {h['rank']:>4}  {h['score']:>7.4f}  {h['note_id']:<{width}}  {h['title'] or ''}")
         lines.append("")
     return "\n".join(lines).rstrip()
-
-
-# ------------------------------------------------------------------------------------------------ CLIs
-def index_main(argv: list[str] | None = None) -> int:
-    """``python -m notellm2_pl index``; run with ``--help``."""
-    from notellm2_pl.retrieval.faiss_index import INDEX_KINDS
-
-    p = argparse.ArgumentParser(
-        prog="python -m notellm2_pl index",
-        description="Build a FAISS inner-product index over an embeddings directory and save it "
-                    "(INDEX, INDEX.ids.npy, INDEX.meta.json). Query it with `python -m notellm2_pl search`.",
-        epilog="Example: python -m notellm2_pl index --embeddings runs/demo/embeddings/full --out runs/demo/index.faiss")
-    p.add_argument("--embeddings", required=True, metavar="DIR", help="Embeddings directory (predict / evaluate "
-                                                                       "--save_embeddings).")
-    p.add_argument("--out", required=True, metavar="INDEX", help="Index file to write.")
-    p.add_argument("--key", default="e_m", choices=("e_m", "e_v"), help="Embedding kind to index (default e_m).")
-    p.add_argument("--kind", default="flat", choices=INDEX_KINDS, help="flat (exact, default), ivf or hnsw.")
-    p.add_argument("--nlist", type=int, default=None, help="IVF lists (default round(4 sqrt(N))).")
-    p.add_argument("--nprobe", type=int, default=16, help="IVF lists visited per query.")
-    p.add_argument("--M", type=int, default=32, help="HNSW links per node.")
-    p.add_argument("--ef_construction", type=int, default=200, help="HNSW build candidate list size.")
-    p.add_argument("--ef_search", type=int, default=128, help="HNSW search candidate list size.")
-    args = p.parse_args(argv)
-    index = build(args.embeddings, args.out, args.key, args.kind, nlist=args.nlist, nprobe=args.nprobe, M=args.M,
-                  ef_construction=args.ef_construction, ef_search=args.ef_search)
-    print(f"Indexed {index.ntotal} notes ({args.key}, dim {index.dim}, {args.kind}) into {args.out}. Query it with: "
-          f"python -m notellm2_pl search --index {args.out} --id NOTE_ID")
-    return 0
-
-
-def cli_main(argv: list[str] | None = None) -> int:
-    """``python -m notellm2_pl search``; run with ``--help``."""
-    p = argparse.ArgumentParser(
-        prog="python -m notellm2_pl search",
-        description="Top-k I2I neighbours from a saved index: of existing notes (--id) or of a new note "
-                    "(--title/--topics/--content/--image, embedded with --model EXPORT_DIR).",
-        epilog="Examples:\n  python -m notellm2_pl search --index runs/demo/index.faiss --id n00012 --k 5\n"
-               "  python -m notellm2_pl search --index runs/demo/index.faiss --model runs/demo/export "
-               "--title 'red mug' --image photo.jpg --json",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--index", required=True, help="Index file written by `python -m notellm2_pl index`.")
-    p.add_argument("--id", action="append", default=[], metavar="NOTE_ID", help="Query note id (repeatable).")
-    p.add_argument("--k", type=int, default=10, help="Neighbours per query (default 10).")
-    p.add_argument("--model", metavar="EXPORT_DIR", help="Model export, to embed a new note.")
-    p.add_argument("--title", default=None, help="New note: title.")
-    p.add_argument("--topics", default="", help="New note: topics, separated by '|'.")
-    p.add_argument("--content", default="", help="New note: content.")
-    p.add_argument("--image", default=None, help="New note: image file.")
-    p.add_argument("--data", metavar="ROOT", help="Dataset root for titles (default: the one recorded with the index).")
-    p.add_argument("--nprobe", type=int, default=None, help="IVF: lists visited per query.")
-    p.add_argument("--ef_search", type=int, default=None, help="HNSW: candidate list size.")
-    p.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
-    args = p.parse_args(argv)
-    new_note = args.title is not None or args.content or args.image or args.topics
-    if not args.id and not new_note:
-        p.error("give --id NOTE_ID, or a new note (--title/--topics/--content/--image with --model EXPORT_DIR).")
-    if new_note and not args.model:
-        p.error("a new note needs the model to embed it: add --model EXPORT_DIR (python -m notellm2_pl export).")
-
-    from notellm2_pl.retrieval.faiss_index import load_index, set_search_params
-
-    index = load_index(args.index)
-    if args.nprobe is not None or args.ef_search is not None:
-        set_search_params(index, nprobe=args.nprobe, ef_search=args.ef_search)
-    meta = json.loads(meta_path(args.index).read_text()) if meta_path(args.index).is_file() else {}
-    root = args.data or meta.get("data_root")
-    titles = load_titles(root) if root else {}
-    row_of = {str(nid): i for i, nid in enumerate(index.ids)}
-    unknown = [i for i in args.id if i not in row_of]
-    if unknown:
-        p.error(f"note id(s) {unknown} are not in the index ({index.ntotal} notes). Index the notes first, or "
-                f"search for them as new notes (--model with --title/--content/--image).")
-    queries: list[dict[str, Any]] = [{"note_id": i, "title": titles.get(i)} for i in args.id]
-    vecs = [_reconstruct(index, [row_of[i] for i in args.id])] if args.id else []
-    if new_note:
-        from notellm2_pl.inference.export import Embedder
-
-        note = {"title": args.title or "", "topics": args.topics, "content": args.content, "image": args.image}
-        key = meta.get("key", "e_m")
-        vecs.append(Embedder.from_pretrained(args.model).embed([note], progress=False, key=key))
-        queries.append({"note_id": None, "title": args.title or ""})
-    q = np.concatenate(vecs).astype(np.float32)
-    if q.shape[1] != index.dim:
-        p.error(f"the model's embeddings have dim {q.shape[1]} but the index has dim {index.dim}: use the model "
-                f"that produced the indexed embeddings.")
-    hits = neighbours(index, q, args.k, exclude=[x["note_id"] for x in queries], titles=titles)
-    results = [{"query": qu, "neighbours": h} for qu, h in zip(queries, hits)]
-    if args.json:
-        json.dump(results, sys.stdout, ensure_ascii=False, indent=2)
-        sys.stdout.write("\n")
-    else:
-        print(_format(results))
-    return 0

@@ -29,15 +29,21 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import lightning as L
 import torch
+
+from notellm2_pl.data.schema import NoteBatch
+
+if TYPE_CHECKING:  # the module imports this file at run time
+    from notellm2_pl.training.module import NoteLLM2Module
 
 log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def split_batch(batch: dict[str, Any], chunk: int) -> list[dict[str, Any]]:
+def split_batch(batch: NoteBatch, chunk: int) -> list[NoteBatch]:
     """Slice every per-note entry of a batch (tensors and lists with ``B`` rows) into chunks of ``chunk`` notes.
 
     Padding is kept as it is (chunks share the batch's padded length), so a chunk's forward sees the same inputs as
@@ -67,6 +73,7 @@ class RngState:
 
     @classmethod
     def capture(cls, device: torch.device) -> RngState:
+        """The current CPU RNG state, and ``device``'s CUDA RNG state when it is a GPU."""
         cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
         return cls(torch.get_rng_state(), cuda, device)
 
@@ -91,7 +98,7 @@ class _Cached:
     rng: list[RngState]
 
 
-def _embed_no_grad(module: Any, chunks: list[dict[str, Any]]) -> _Cached:
+def _embed_no_grad(module: NoteLLM2Module, chunks: list[NoteBatch]) -> _Cached:
     e_m, e_v, gates, rng = [], [], [], []
     for c in chunks:
         rng.append(RngState.capture(c["input_ids"].device))
@@ -105,7 +112,7 @@ def _embed_no_grad(module: Any, chunks: list[dict[str, Any]]) -> _Cached:
     return _Cached(torch.cat(e_m), torch.cat(e_v) if e_v else None, torch.cat(gates) if gates else None, rng)
 
 
-def _ddp_no_sync(module: Any) -> Callable[[], contextlib.AbstractContextManager]:
+def _ddp_no_sync(module: NoteLLM2Module) -> Callable[[], contextlib.AbstractContextManager]:
     """``model.no_sync`` of the strategy's wrapper (DDP/FSDP) when there is one, else a null context."""
     trainer = getattr(module, "_trainer", None)
     wrapper = getattr(getattr(trainer, "strategy", None), "model", None) if trainer is not None else None
@@ -114,7 +121,7 @@ def _ddp_no_sync(module: Any) -> Callable[[], contextlib.AbstractContextManager]
     return contextlib.nullcontext
 
 
-def check_strategy(trainer: Any) -> None:
+def check_strategy(trainer: L.Trainer) -> None:
     """Refuse strategies GradCache cannot run under."""
     strategy = type(getattr(trainer, "strategy", None)).__name__
     if "DeepSpeed" in strategy:
@@ -125,8 +132,8 @@ def check_strategy(trainer: Any) -> None:
 
 # ------------------------------------------------------------------------------------------------ the step
 def grad_cache_backward(
-    module: Any,
-    batch: dict[str, Any],
+    module: NoteLLM2Module,
+    batch: NoteBatch,
     chunk: int,
     backward: Callable[[torch.Tensor], None] | None = None,
     no_sync: Callable[[], contextlib.AbstractContextManager] | None = None,
@@ -192,7 +199,7 @@ class _Out:
     gate: torch.Tensor | None
 
 
-def grad_cache_training_step(module: Any, batch: dict[str, Any]) -> torch.Tensor:
+def grad_cache_training_step(module: NoteLLM2Module, batch: NoteBatch) -> torch.Tensor:
     """One manual-optimisation step of ``NoteLLM2Module`` with GradCache: backward, clip, step, schedule, log."""
     check_strategy(module.trainer)
     opt = module.optimizers()

@@ -3,25 +3,41 @@
 from __future__ import annotations
 
 import logging
-import math
-from typing import Any, Literal
+import os
+import tempfile
+from typing import IO, Any, Literal, Protocol
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.accelerators import CPUAccelerator
 from torch import nn
 
-from notellm2_pl.plugins.contract import LLMBackbone, VisionEncoder
-from notellm2_pl.model.losses import contrastive_loss, micl_loss
+from notellm2_pl.data.processing import NoteFormat
+from notellm2_pl.data.schema import NoteBatch
+from notellm2_pl.model.config import EncoderConfig
 from notellm2_pl.model.encoder import ConnectorFactory, EncoderOutput, NoteEncoder
+from notellm2_pl.model.losses import contrastive_loss, micl_loss
+from notellm2_pl.plugins.contract import LLMBackbone, VisionEncoder
+from notellm2_pl.retrieval.recall import evaluate_pairs, evaluate_subsets
+from notellm2_pl.retrieval.results import format_table
+from notellm2_pl.training.gradcache import grad_cache_training_step
+from notellm2_pl.training.hparams import migrate_checkpoint_file, migrate_hparams
+from notellm2_pl.training.optim import is_no_decay, lr_lambda
 
 log = logging.getLogger(__name__)
 
 
-def warn_cpu_bf16(trainer: Any) -> bool:
-    """Warn (and return True) when bf16 precision is asked for on CPU, where bf16 matmuls are ~500x slower."""
-    from lightning.pytorch.accelerators import CPUAccelerator
+class Embeddings(Protocol):
+    """What the loss reads: an :class:`EncoderOutput`, or GradCache's cached embeddings."""
 
+    e_m: torch.Tensor
+    e_v: torch.Tensor | None
+    gate: torch.Tensor | None
+
+
+def warn_cpu_bf16(trainer: L.Trainer) -> bool:
+    """Warn (and return True) when bf16 precision is asked for on CPU, where bf16 matmuls are ~500x slower."""
     precision = str(getattr(trainer, "precision", ""))
     if "bf16" in precision and isinstance(getattr(trainer, "accelerator", None), CPUAccelerator):
         log.warning("precision=%s on CPU: bf16 matmuls run about 500x slower than fp32 on CPUs without AMX/bf16 "
@@ -40,15 +56,6 @@ def compile_in_place(layers: list[nn.Module], backend: str = "inductor") -> None
         layer.compile(backend=backend, dynamic=True)
 
 
-def lr_lambda(step: int, total: int, warmup: int, kind: str) -> float:
-    """Warmup (``linear`` or DeepSpeed-style ``log``) then linear decay to 0 at ``total`` steps."""
-    if step < warmup:
-        if kind == "log":
-            return math.log(step + 1) / math.log(warmup) if warmup > 1 else 1.0
-        return (step + 1) / warmup
-    return max(0.0, (total - step) / max(1, total - warmup))
-
-
 class NoteLLM2Module(L.LightningModule):
     """Trains a multimodal note-embedding model the NoteLLM-2 way.
 
@@ -56,19 +63,12 @@ class NoteLLM2Module(L.LightningModule):
         llm: LLM backbone plugin (e.g. ``HFCausalLM``).
         vision: Vision encoder plugin (``CLIPVision``, ``SiglipVision``, ``TimmVision``...); None for text-only.
         connector: Connector plugin; the model supplies ``in_dim``/``out_dim``. None/``NoConnector``: no visual tokens.
-        micl: Multimodal in-context learning (docs/method.md#prompts-and-micl).
-        late_fusion: Late-fusion gate (docs/method.md#late-fusion).
-        embed_dim: Output embedding size ``d`` (0: raw hidden state, for zero-shot baselines).
+        encoder: The encoder's settings (mICL, late fusion, head size, prompts, special tokens, feature cache):
+            :class:`~notellm2_pl.model.config.EncoderConfig`, set as ``model.encoder.<field>``.
         loss_weights: ``(w_t, w_v)``: weights of the losses on ``e_m`` and ``e_v`` under mICL (default 9:1).
         tau_init: Initial value of the learnable temperature parameter; logits are scaled by ``exp(tau)``.
         learn_tau: Train the temperature.
         mask_same_id: Mask negatives that are another copy of the anchor's own note (off only for parity).
-        prompt_preset: ``en`` or ``zh`` (original prompts).
-        splice_mode: ``insert`` (between image tags) or ``replace`` (placeholder replaced).
-        image_tokens: Image tag tokens for insert mode.
-        marker_token: mICL marker token.
-        add_special_tokens: Add missing special tokens (mean-initialised rows).
-        new_token_init: ``mean`` or ``normal`` for new token rows.
         freeze_vision: Freeze the vision tower (the paper's setting).
         freeze_llm: Freeze the LLM entirely (e.g. connector-only training).
         llm_trainable_layers: With ``freeze_llm``, leave this many top LLM layers trainable.
@@ -80,13 +80,8 @@ class NoteLLM2Module(L.LightningModule):
         warmup_type: ``linear`` or ``log`` (the original's DeepSpeed WarmupDecayLR shape).
         val_ks: K values of the validation Recall@K (the first one is logged as ``val/recall``).
         test_ks: K values of the test Recall@K (on all pair files of the test split).
-        feature_cache: Cache the frozen vision tower's features in memory, so later epochs skip the tower. Needs a
-            frozen tower and deterministic transforms (``--data.train_flip false``).
-        feature_cache_dir: Also keep the cached features on disk in this folder (one small file per image, keyed
-            by the image file's identity, the preprocessing and the tower's weights): data-loader workers then skip
-            decoding cached images, and runs over the same images share the features. Needs ``feature_cache``.
-        grad_cache_chunk: GradCache (``notellm2_pl.training.gradcache``): encode the batch in chunks of this many notes, so
-            a large contrastive batch fits in memory; switches to manual optimisation. None: off.
+        grad_cache_chunk: GradCache (``notellm2_pl.training.gradcache``): encode the batch in chunks of this many
+            notes, so a large contrastive batch fits in memory; switches to manual optimisation. None: off.
         manual_clip_val: Gradient-norm clipping in the GradCache path (set ``trainer.gradient_clip_val: null``
             there: Lightning refuses it under manual optimisation). None or 0: no clipping.
         compile_llm: ``torch.compile`` each LLM layer (the plugin's ``layer_groups()``) in place, with dynamic
@@ -100,19 +95,11 @@ class NoteLLM2Module(L.LightningModule):
         llm: LLMBackbone,
         vision: VisionEncoder | None = None,
         connector: ConnectorFactory | None = None,
-        micl: bool = True,
-        late_fusion: bool = True,
-        embed_dim: int = 64,
+        encoder: EncoderConfig = EncoderConfig(),  # noqa: B008 - frozen, so one shared default is safe
         loss_weights: tuple[float, float] = (9.0, 1.0),
         tau_init: float = 3.0,
         learn_tau: bool = True,
         mask_same_id: bool = True,
-        prompt_preset: Literal["en", "zh"] = "en",
-        splice_mode: Literal["insert", "replace"] = "insert",
-        image_tokens: tuple[str, str] = ("<img>", "</img>"),
-        marker_token: str = "<IMG_EMB>",
-        add_special_tokens: bool = True,
-        new_token_init: Literal["mean", "normal"] = "mean",
         freeze_vision: bool = True,
         freeze_llm: bool = False,
         llm_trainable_layers: int = 0,
@@ -124,20 +111,19 @@ class NoteLLM2Module(L.LightningModule):
         warmup_type: Literal["linear", "log"] = "linear",
         val_ks: tuple[int, ...] = (10, 100),
         test_ks: tuple[int, ...] = (10, 20, 50, 100, 1000),
-        feature_cache: bool = False,
-        feature_cache_dir: str | None = None,
         grad_cache_chunk: int | None = None,
         manual_clip_val: float | None = 1.0,
         compile_llm: bool | str = False,
     ) -> None:
         super().__init__()
+        config = EncoderConfig.from_value(encoder)  # a dict when loaded from checkpoint hyperparameters
+        # save_hyperparameters reads this frame's locals: store the encoder settings as a plain dict, so checkpoints
+        # stay loadable with torch.load(weights_only=True)
+        encoder = config.to_dict()
         self.save_hyperparameters(ignore=["llm", "vision", "connector"])
-        has_vision = vision is not None
-        self.encoder = NoteEncoder(llm, vision, connector, micl, late_fusion, embed_dim, prompt_preset,
-                                   splice_mode, tuple(image_tokens), marker_token, add_special_tokens, new_token_init,
-                                   feature_cache and has_vision, feature_cache_dir if has_vision else None)
-        if feature_cache and not freeze_vision:
-            raise ValueError("model.feature_cache needs a frozen vision tower: set model.freeze_vision true.")
+        if config.feature_cache and not freeze_vision:
+            raise ValueError("model.encoder.feature_cache needs a frozen vision tower: set model.freeze_vision true.")
+        self.encoder = NoteEncoder(llm, vision, connector, config)
         self.tau = nn.Parameter(torch.tensor(float(tau_init)), requires_grad=learn_tau)
         if vision is not None and freeze_vision:
             vision.lock()
@@ -154,14 +140,34 @@ class NoteLLM2Module(L.LightningModule):
         self.automatic_optimization = grad_cache_chunk is None  # GradCache steps the optimiser itself
 
     # ------------------------------------------------------------------------------------------------ forward
-    def note_format(self):
+    def note_format(self) -> NoteFormat:
         """The note format the data side must produce (tokenizer, image config, template...)."""
         return self.encoder.note_format()
 
-    def forward(self, batch: dict, output_attentions: bool = False) -> EncoderOutput:
+    def forward(self, batch: NoteBatch, output_attentions: bool = False) -> EncoderOutput:
+        """Embed a batch of notes with the encoder."""
         return self.encoder(batch, output_attentions=output_attentions)
 
+    # ------------------------------------------------------------------------------------------------ checkpoints
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: str | os.PathLike[str] | IO[bytes], *args: Any,
+                             **kwargs: Any) -> NoteLLM2Module:
+        """Lightning's loader (same arguments), also for checkpoints saved with the flat hyperparameter layout.
+
+        Lightning builds the module from the checkpoint's hyperparameters before any hook runs, so a flat-layout
+        checkpoint is loaded from a migrated copy (:func:`~notellm2_pl.training.hparams.migrate_checkpoint_file`).
+        """
+        with tempfile.TemporaryDirectory() as tmp:
+            migrated = migrate_checkpoint_file(checkpoint_path, tmp)
+            return super().load_from_checkpoint(migrated or checkpoint_path, *args, **kwargs)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Bring the checkpoint's hyperparameters to the current layout (resume, ``--ckpt_path``)."""
+        if self.CHECKPOINT_HYPER_PARAMS_KEY in checkpoint:
+            checkpoint[self.CHECKPOINT_HYPER_PARAMS_KEY] = migrate_hparams(checkpoint[self.CHECKPOINT_HYPER_PARAMS_KEY])
+
     def setup(self, stage: str) -> None:
+        """Warn about bf16 on CPU; say why the frozen tower's modules stay in eval mode."""
         warn_cpu_bf16(self.trainer)
         tower = self._frozen_tower()
         if stage == "fit" and tower is not None and self.trainer.is_global_zero:
@@ -177,6 +183,7 @@ class NoteLLM2Module(L.LightningModule):
             tower.eval()  # frozen tower: no dropout, frozen batch-norm statistics, cacheable features
 
     def on_train_epoch_start(self) -> None:
+        """Keep the frozen tower in eval mode."""
         self._set_frozen_parts_eval()  # in case anything called .train() on the whole module since
 
     # ------------------------------------------------------------------------------------------------ loss
@@ -194,11 +201,11 @@ class NoteLLM2Module(L.LightningModule):
         return contrastive_loss(emb, all_emb, offset, scale, ids if use_ids else None,
                                 all_ids if use_ids else None)
 
-    def compute_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def compute_loss(self, batch: NoteBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Total loss and its parts for one batch of pairs laid out as ``[queries; targets]``."""
         return self.loss_from_output(self(batch), batch["note_hash"])
 
-    def loss_from_output(self, out: Any, ids: torch.Tensor,
+    def loss_from_output(self, out: Embeddings, ids: torch.Tensor,
                          logit_scale: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Loss and parts from the embeddings (``out.e_m``, ``out.e_v``, ``out.gate``); GradCache reuses this."""
         loss_m = self._gathered_loss(out.e_m, ids, logit_scale)
@@ -210,10 +217,9 @@ class NoteLLM2Module(L.LightningModule):
         parts["loss_v"] = self._gathered_loss(out.e_v, ids, logit_scale)
         return micl_loss(loss_m, parts["loss_v"], tuple(self.hparams.loss_weights)), parts
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: NoteBatch, batch_idx: int) -> torch.Tensor:
+        """One step: the contrastive loss (automatic optimisation), or a whole GradCache step (manual)."""
         if self.hparams.get("grad_cache_chunk"):
-            from notellm2_pl.training.gradcache import grad_cache_training_step
-
             return grad_cache_training_step(self, batch)
         loss, parts = self.compute_loss(batch)
         b = batch["input_ids"].shape[0]
@@ -223,11 +229,13 @@ class NoteLLM2Module(L.LightningModule):
         return loss
 
     # ------------------------------------------------------------------------------------------------ eval
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
+    def validation_step(self, batch: NoteBatch, batch_idx: int) -> None:
+        """Collect the batch's ``e_m`` and pool indices for the epoch-end Recall@K."""
         out = self(batch)
         self._val_outputs.append((out.e_m.detach(), batch["index"]))
 
     def on_validation_epoch_end(self) -> None:
+        """Recall@K of the collected embeddings over the validation pool."""
         if not self._val_outputs:
             return
         emb, idx = self._collect_outputs()
@@ -235,13 +243,12 @@ class NoteLLM2Module(L.LightningModule):
         metrics = self._recall(emb, idx, dm.val_pool_ids, dm.val_pairs)
         self.log_dict(metrics, sync_dist=False, rank_zero_only=False)
 
-    def test_step(self, batch: dict, batch_idx: int) -> None:
+    def test_step(self, batch: NoteBatch, batch_idx: int) -> None:
+        """As :meth:`validation_step`."""
         self.validation_step(batch, batch_idx)
 
     def on_test_epoch_end(self) -> None:
         """Recall@K over every pair file of the test split (all + subsets), pool = all test notes."""
-        from notellm2_pl.retrieval.recall import evaluate_subsets, format_table
-
         emb, idx = self._collect_outputs()
         dm = self.trainer.datamodule
         ids, mat = self._dedupe(emb, idx, dm.pool_ids("test"))
@@ -270,8 +277,6 @@ class NoteLLM2Module(L.LightningModule):
         return [pool_ids[i] for i in keys], torch.stack([order[i] for i in keys]).float().cpu().numpy()
 
     def _recall(self, emb: torch.Tensor, idx: torch.Tensor, pool_ids: list[str], pairs: list) -> dict[str, float]:
-        from notellm2_pl.retrieval.recall import evaluate_pairs
-
         ids, mat = self._dedupe(emb, idx, pool_ids)
         res = evaluate_pairs(mat, ids, pairs, ks=tuple(self.hparams.val_ks))
         metrics = {f"val/R@{k}": float(v) for k, v in res.recalls.items()}
@@ -279,7 +284,8 @@ class NoteLLM2Module(L.LightningModule):
         metrics["val/chance@" + str(self.hparams.val_ks[0])] = min(1.0, self.hparams.val_ks[0] / max(1, res.pool_size))
         return metrics
 
-    def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+    def predict_step(self, batch: NoteBatch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        """Note ids and their embeddings (``e_m``, and ``e_v`` under mICL) on the CPU."""
         out = self(batch)
         result = {"note_ids": batch["note_ids"], "e_m": out.e_m.float().cpu()}
         if out.e_v is not None:
@@ -296,12 +302,13 @@ class NoteLLM2Module(L.LightningModule):
             if not p.requires_grad:
                 continue
             pretrained = name.startswith(("encoder.llm.", "encoder.vision."))
-            no_decay = hp.no_decay_norm_bias_tau and (p.ndim < 2 or "norm" in name.lower() or name == "tau")
+            no_decay = hp.no_decay_norm_bias_tau and is_no_decay(name, p)  # tau is a scalar: no decay
             groups.setdefault((pretrained, no_decay), []).append(p)
         return [{"params": ps, "lr": hp.lr if pre else lr_new, "weight_decay": 0.0 if nd else hp.weight_decay}
                 for (pre, nd), ps in groups.items()]
 
-    def configure_optimizers(self):
+    def configure_optimizers(self) -> dict[str, Any]:
+        """AdamW over :meth:`param_groups`, with the warmup-then-linear-decay schedule stepped every step."""
         opt = torch.optim.AdamW(self.param_groups(), betas=(0.9, 0.999), eps=1e-8)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = int(self.hparams.warmup_ratio * total)

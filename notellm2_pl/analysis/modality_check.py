@@ -1,0 +1,95 @@
+"""Modality check: does the whole note retrieve worse than one of its parts alone?
+
+A healthy multimodal model scores at least as well on the full note as on its text alone (image blanked out) or its
+image alone (text blanked out). When the full input scores below a probe beyond noise, one modality drowns the
+other: below ``only_text`` the image drowns the text (weak images mixed in too strongly); below ``only_image`` the
+text drowns the image (the image neglect that mICL and late fusion exist to fix). The probes are defined in
+docs/method.md#only-image-and-only-text-probes.
+
+Noise is the standard error of the difference of two Recall@K estimates over the same ``n`` queries, taken as
+independent binomials (an upper bound for paired runs): ``sqrt(p_full (1 - p_full) / n + p_probe (1 - p_probe) / n)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+PROBE_ADVICE = {
+    "only_text": ("the image drowns the text. Try: a late-fusion gate that starts closed to the image, a lower "
+                  "weight on the e_v loss, or compare with basic and mICL-alone variants "
+                  "(python -m notellm2_pl ablate --grid quick --data.root YOUR_DATA) and keep what wins on validation"),
+    "only_image": ("the text drowns the image (image neglect). Try: mICL (model.encoder.variant micl) with late "
+                   "fusion, more visual tokens, or a higher weight on the e_v loss; select on validation"),
+}
+
+
+@dataclass(frozen=True)
+class ModalityFinding:
+    """One subset where the full note scores below a probe.
+
+    Attributes:
+        subset: Pair set (``all``, ``shortquery``, ...).
+        probe: ``only_text`` or ``only_image``.
+        full: Recall@K of the full input.
+        probe_recall: Recall@K of the probe.
+        num_queries: Queries behind both figures.
+        noise: Standard error of the difference.
+    """
+
+    subset: str
+    probe: str
+    full: float
+    probe_recall: float
+    num_queries: int
+    noise: float
+
+    @property
+    def margin(self) -> float:
+        """How far the probe is above the full input, in standard errors."""
+        return (self.probe_recall - self.full) / self.noise if self.noise > 0 else math.inf
+
+
+def difference_noise(p_a: float, p_b: float, n: int) -> float:
+    """Standard error of ``p_a - p_b`` for two recall estimates over ``n`` queries each."""
+    if n <= 0:
+        return math.inf
+    return math.sqrt(max(p_a * (1 - p_a), 0.0) / n + max(p_b * (1 - p_b), 0.0) / n)
+
+
+def modality_check(recalls: Mapping[str, Mapping[str, float]], num_queries: Mapping[str, int],
+                   min_margin: float = 1.0) -> list[ModalityFinding]:
+    """Subsets where the full input scores below a probe by more than ``min_margin`` standard errors.
+
+    Args:
+        recalls: ``{probe: {subset: Recall@K}}`` with probe ``full`` and any of ``only_text`` / ``only_image``.
+        num_queries: ``{subset: queries}``.
+        min_margin: Standard errors the probe must lead by to count (1.0: one standard error).
+
+    Returns:
+        The findings, in subset order of ``recalls["full"]``; empty for a healthy model.
+    """
+    findings = []
+    for subset, full in recalls.get("full", {}).items():
+        n = int(num_queries.get(subset, 0))
+        for probe in ("only_text", "only_image"):
+            value = recalls.get(probe, {}).get(subset)
+            if value is None or full is None or math.isnan(value) or math.isnan(full):
+                continue
+            noise = difference_noise(full, value, n)
+            if value - full > min_margin * noise:
+                findings.append(ModalityFinding(subset, probe, full, value, n, noise))
+    return findings
+
+
+def format_modality_check(findings: list[ModalityFinding], k: int, label: str = "") -> str:
+    """The ``modality check`` lines a command prints: the numbers and what to try, or that all is well."""
+    head = f"modality check{f' ({label})' if label else ''}, Recall@{k}:"
+    if not findings:
+        return f"{head} ok: the full note scores at least as well as its text alone and its image alone."
+    lines = [f"{head} WARNING"]
+    for f in findings:
+        lines.append(f"  {f.subset}: full {f.full:.3f} < {f.probe} {f.probe_recall:.3f} "
+                     f"({f.margin:.1f} standard errors, n={f.num_queries}): {PROBE_ADVICE[f.probe]}.")
+    return "\n".join(lines)

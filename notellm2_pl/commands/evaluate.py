@@ -1,0 +1,144 @@
+"""``python -m notellm2_pl evaluate``: exact Recall@K (docs/method.md#evaluation-protocol) of embeddings or a model.
+
+Sources (one of): ``--embeddings DIR [DIR ...]`` (embeddings directories, one per probe), ``--model EXPORT_DIR``, or
+``--ckpt_path CKPT [--config RECIPE]`` (the test notes are embedded here, once per probe). The library side is
+:mod:`notellm2_pl.retrieval.evaluation`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from notellm2_pl.data.schema import PROBES
+from notellm2_pl.inference.embedder import Embedder
+from notellm2_pl.inference.export import read_export_config
+from notellm2_pl.inference.factory import build_from_checkpoint
+from notellm2_pl.retrieval.evaluation import (
+    default_ks,
+    embed_probes,
+    evaluate_runs,
+    load_test_pool,
+    report,
+    runs_from_embeddings,
+)
+from notellm2_pl.retrieval.pairs import DEFAULT_LONG_MIN_CHARS, DEFAULT_SHORT_MAX_CHARS
+
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``evaluate``; with ``--ckpt_path``, arguments it does not know are recipe overrides."""
+    p = argparse.ArgumentParser(
+        prog="python -m notellm2_pl evaluate",
+        description="Exact Recall@K (docs/method.md#evaluation-protocol) on every pair set of a dataset's test split "
+                    "(all + short/long subsets), for e_m and (mICL) e_v, with the only_image / only_text probes.",
+        epilog="Examples:\n"
+               "  python -m notellm2_pl evaluate --model runs/demo/export --data data/synthetic\n"
+               "  python -m notellm2_pl evaluate --config recipes/demo.yaml "
+               "--ckpt_path runs/demo/checkpoints/best.ckpt\n"
+               "  python -m notellm2_pl evaluate --embeddings runs/demo/emb/full runs/demo/emb/only_image "
+               "--data data/synthetic",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    src = p.add_argument_group("source (one of)")
+    src.add_argument("--embeddings", nargs="+", metavar="DIR", help="Embeddings directories written by predict.")
+    src.add_argument("--model", metavar="EXPORT_DIR", help="Model export directory (python -m notellm2_pl export).")
+    src.add_argument("--ckpt_path", help="Lightning checkpoint (with --config unless its hparams name the backbones).")
+    src.add_argument("--config", help="Recipe of --ckpt_path.")
+    p.add_argument("--data", metavar="ROOT", help="Dataset root (default: the one recorded with the embeddings or the "
+                                                 "model).")
+    p.add_argument("--ks", help="Comma-separated K values (default: 10,20,50,100,1000 and 10k/100k/1M up to the "
+                                "pool size).")
+    p.add_argument("--probes", default=",".join(PROBES),
+                   help="Probes to embed with --model/--ckpt_path (default: full,only_image,only_text).")
+    p.add_argument("--batch_size", type=int, default=64, help="Notes per forward pass (--model/--ckpt_path).")
+    p.add_argument("--device", default="cpu", help="Device for --model/--ckpt_path (cpu, cuda, cuda:1...).")
+    p.add_argument("--num_workers", type=int, default=0, help="DataLoader workers for image decoding.")
+    p.add_argument("--out", help="Output folder for results.json / results.csv (default: <source>/eval).")
+    p.add_argument("--tb_dir", help="TensorBoard log dir (default: <out>/tb).")
+    p.add_argument("--no_tb", action="store_true", help="Do not write TensorBoard scalars.")
+    p.add_argument("--save_embeddings", action="store_true",
+                   help="With --model/--ckpt_path: also write the embeddings to <out>/embeddings/<probe> (for search).")
+    p.add_argument("--short_max_chars", type=int, default=None, help="Short-text threshold of derived subsets.")
+    p.add_argument("--long_min_chars", type=int, default=None, help="Long-text threshold of derived subsets.")
+    p.add_argument("--on_error", choices=("raise", "skip"), default="raise", help="Bad data rows: raise or skip.")
+    return p
+
+
+def _parse_ks(text: str | None, pool_size: int) -> list[int]:
+    if not text:
+        return default_ks(pool_size)
+    try:
+        ks = [int(float(k)) for k in text.replace(" ", "").split(",") if k]
+    except ValueError as err:
+        raise SystemExit(f"--ks takes comma-separated integers, e.g. --ks 10,100,1000 (got {text!r}).") from err
+    return ks
+
+
+def _checked_probes(p: argparse.ArgumentParser, args: argparse.Namespace, overrides: list[str]) -> list[str]:
+    """Check that there is exactly one source and overrides only with a checkpoint; return the probes."""
+    sources = [bool(args.embeddings), bool(args.model), bool(args.ckpt_path)]
+    if sum(sources) != 1:
+        p.error("give exactly one source: --embeddings DIR..., --model EXPORT_DIR, or --ckpt_path CKPT [--config "
+                "RECIPE].")
+    if overrides and not args.ckpt_path:
+        p.error(f"unrecognized arguments: {' '.join(overrides)}")
+    probes = [x for x in args.probes.split(",") if x]
+    bad = [x for x in probes if x not in PROBES]
+    if bad:
+        p.error(f"unknown probe(s) {bad}; choose from {','.join(PROBES)}.")
+    return probes
+
+
+def _model_source(args: argparse.Namespace, overrides: list[str]) -> tuple[Embedder, dict[str, Any], Path]:
+    """``(embedder, data config, default output folder)`` of ``--model`` or ``--ckpt_path``."""
+    if args.model:
+        embedder = Embedder.from_pretrained(args.model, device=args.device, num_workers=args.num_workers)
+        return embedder, read_export_config(args.model).get("data", {}), Path(args.model) / "eval"
+    module, _, data_cfg = build_from_checkpoint(args.ckpt_path, args.config, overrides)
+    embedder = Embedder.from_module(module, data_cfg, device=args.device, num_workers=args.num_workers)
+    return embedder, data_cfg, Path(args.ckpt_path).parent / "eval"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``evaluate``; returns the exit code."""
+    p = build_parser()
+    args, overrides = p.parse_known_args(argv)
+    probes = _checked_probes(p, args, overrides)
+    data_cfg: dict[str, Any] = {}
+    embedder = None
+    if args.embeddings:
+        runs, recorded_root = runs_from_embeddings(args.embeddings)
+        default_out = Path(args.embeddings[0]) / "eval"
+    else:
+        embedder, data_cfg, default_out = _model_source(args, overrides)
+        recorded_root = data_cfg.get("root")
+    root = args.data or recorded_root
+    if not root:
+        p.error("no dataset root recorded with the source: pass --data ROOT.")
+    short = args.short_max_chars if args.short_max_chars is not None else data_cfg.get(
+        "short_max_chars", DEFAULT_SHORT_MAX_CHARS)
+    long_ = args.long_min_chars if args.long_min_chars is not None else data_cfg.get(
+        "long_min_chars", DEFAULT_LONG_MIN_CHARS)
+    ids, notes, pair_sets = load_test_pool(root, args.on_error, short, long_)
+    out = Path(args.out) if args.out else default_out
+    if embedder is not None:
+        runs = embed_probes(embedder, ids, notes, probes, args.batch_size,
+                            out / "embeddings" if args.save_embeddings else None, os.fspath(root))
+    else:
+        missing = len(set(ids) - set(next(iter(runs.values()))[0]))
+        if missing:
+            log.warning("%d of %d test notes of %s have no embedding; pairs naming them are skipped.", missing,
+                        len(ids), root)
+    results = evaluate_runs(runs, pair_sets, _parse_ks(args.ks, len(ids)))
+    tb = None if args.no_tb else (Path(args.tb_dir) if args.tb_dir else out / "tb")
+    table = report(results, out, tb)
+    print(f"Recall@K on the test split of {root} (pool = all {len(ids)} test notes minus each set's queries):")
+    print(table)
+    print(f"\nWrote {out / 'results.json'} and {out / 'results.csv'}"
+          + (f"; TensorBoard: tensorboard --logdir {tb}" if tb else ""))
+    return 0

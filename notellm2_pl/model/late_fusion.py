@@ -1,0 +1,28 @@
+"""The late-fusion gate: mixes the vision tower's pooled feature into an embedding (docs/method.md#late-fusion)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class LateFusionGate(nn.Module):
+    """``out = z * h + (1 - z) * v`` with ``v = W_lf cls`` and ``z = sigmoid(W_g [h; v])``.
+
+    Args:
+        vision_dim: Width of the vision pooled feature.
+        hidden_size: LLM width.
+    """
+
+    def __init__(self, vision_dim: int, hidden_size: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(vision_dim, hidden_size, bias=False)  # W_lf
+        self.gate = nn.Linear(2 * hidden_size, hidden_size, bias=False)  # W_g
+        for lin in (self.proj, self.gate):
+            nn.init.normal_(lin.weight, std=0.02)
+
+    def forward(self, h_llm: torch.Tensor, v_img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fuse ``h_llm (B, H)`` with the raw vision feature ``v_img (B, D_v)``; returns (fused, gate z ``(B, H)``)."""
+        v = self.proj(v_img.to(self.proj.weight.dtype))  # (B, H)
+        z = torch.sigmoid(self.gate(torch.cat([h_llm, v], dim=-1)))  # (B, H)
+        return z * h_llm + (1 - z) * v, z
