@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import pytest
+from PIL import Image
+
 from notellm2_pl.analysis.modality_check import difference_noise, format_modality_check, modality_check
 
 
@@ -34,3 +38,42 @@ def test_text_drowning_the_image_is_named_too():
 def test_noise_is_the_standard_error_of_the_difference():
     assert math.isclose(difference_noise(0.5, 0.5, 100), math.sqrt(0.25 / 100 * 2))
     assert difference_noise(0.5, 0.4, 0) == math.inf
+
+
+def _dataset(root, n_pairs: int):
+    root.mkdir()
+    ids = [f"n{i:03d}" for i in range(2 * n_pairs)]
+    for i in ids:
+        Image.new("RGB", (8, 8), (len(i), 0, 0)).save(root / f"{i}.png")
+    rows = ["note_id,title,topics,content,image"] + [f"{i},title {i},tag,some words for {i},{i}.png" for i in ids]
+    (root / "notes_test.csv").write_text("\n".join(rows) + "\n")
+    pairs = ["query_id,target_id"] + [f"{ids[2 * j]},{ids[2 * j + 1]}" for j in range(n_pairs)]
+    (root / "pairs_test.csv").write_text("\n".join(pairs) + "\n")
+    return ids
+
+
+def _unit(x):
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize("drowned", [True, False])
+def test_evaluate_prints_the_modality_check(tmp_path, capsys, drowned):
+    """A model whose full input is mostly noise while its text alone pairs the notes is flagged; a healthy one not."""
+    from notellm2_pl.commands.evaluate import main as evaluate
+    from notellm2_pl.retrieval.prediction_writer import write_embeddings
+
+    ids = _dataset(tmp_path / "data", n_pairs=100)
+    rng = np.random.default_rng(0)
+    topic = np.repeat(rng.normal(size=(100, 16)), 2, axis=0)  # both notes of a pair share a text vector
+    only_text = _unit(topic + 0.3 * rng.normal(size=topic.shape))
+    noise = 3.0 if drowned else 0.1
+    full = _unit(topic + noise * rng.normal(size=topic.shape))
+    dirs = []
+    for probe, emb in (("full", full), ("only_text", only_text)):
+        dirs.append(str(write_embeddings(tmp_path / probe, ids, {"e_m": emb}, probe=probe,
+                                         data_root=str(tmp_path / "data"))))
+    assert evaluate(["--embeddings", *dirs, "--no_tb", "--out", str(tmp_path / "eval")]) == 0
+    out = capsys.readouterr().out
+    assert "modality check, Recall@10:" in out
+    assert ("WARNING" in out and "image drowns the text" in out) == drowned
+    assert ("ok: the full note" in out) == (not drowned)

@@ -16,6 +16,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from notellm2_pl.data.schema import EMBEDDING_KEYS, PROBES
+from notellm2_pl.retrieval.recall import EvalResult
+
 PROBE_ADVICE = {
     "only_text": ("the image drowns the text. Try: a late-fusion gate that starts closed to the image, a lower "
                   "weight on the e_v loss, or compare with basic and mICL-alone variants "
@@ -81,6 +84,28 @@ def modality_check(recalls: Mapping[str, Mapping[str, float]], num_queries: Mapp
             if value - full > min_margin * noise:
                 findings.append(ModalityFinding(subset, probe, full, value, n, noise))
     return findings
+
+
+def check_results(results: Mapping[str, Mapping[str, EvalResult]], k: int = 10,
+                  key: str = EMBEDDING_KEYS[0]) -> list[ModalityFinding]:
+    """:func:`modality_check` over evaluation results named ``{probe}/{key}`` (what ``evaluate`` produces).
+
+    Args:
+        results: ``{run name: {pair set: EvalResult}}``; runs of other keys or without Recall@``k`` are ignored.
+        k: The K of Recall@K to compare.
+        key: Embedding key whose probes are compared (``e_m``: the note embedding).
+    """
+    recalls: dict[str, dict[str, float]] = {}
+    counts: dict[str, int] = {}
+    for name, subsets in results.items():
+        probe, _, run_key = name.partition("/")
+        if run_key != key or probe not in PROBES:
+            continue
+        for subset, res in subsets.items():
+            if k in res.recalls:
+                recalls.setdefault(probe, {})[subset] = res.recalls[k]
+                counts[subset] = res.num_queries
+    return modality_check(recalls, counts)
 
 
 def format_modality_check(findings: list[ModalityFinding], k: int, label: str = "") -> str:
