@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from notellm2_pl.model.lora import is_lora, merge_lora
 from notellm2_pl.plugins.contract import LLMBackbone, LLMOutput, find_layer_list
 from notellm2_pl.plugins.hub import ensure_available
-from notellm2_pl.model.lora import is_lora, merge_lora
 
 log = logging.getLogger(__name__)
 

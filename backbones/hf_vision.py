@@ -5,7 +5,8 @@ Both load the vision tower alone from a full checkpoint or a vision-only one (``
 processor, so the data side never hard-codes CLIP constants.
 
 Features: the hidden states of encoder layer ``feature_layer`` (default -1: the last layer, before the
-post-LayerNorm, without the visual projection: docs/method.md#vision-features), all tokens (``cls_patch``) or patches only.
+post-LayerNorm, without the visual projection: docs/method.md#vision-features), all tokens (``cls_patch``) or
+patches only.
 Pooled feature for late fusion: CLIP uses its CLS token from the same layer (taken from the full output, so
 dropping CLS from the tokens never changes it); SigLIP has no CLS token and uses its own attention-pooling head
 output (``pooler_output``), or the token mean when the checkpoint has no head.

@@ -56,10 +56,12 @@ def main() -> None:
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more fit overrides, for both settings")
     args = p.parse_args()
     settings = {"no cache": ["--model.encoder.feature_cache", "false", "--model.encoder.feature_cache_dir", "null"],
-                "disk store (fresh)": ["--model.encoder.feature_cache", "true", "--model.encoder.feature_cache_dir", "{tmp}/store"]}
+                "disk store (fresh)": ["--model.encoder.feature_cache", "true",
+                                       "--model.encoder.feature_cache_dir", "{tmp}/store"]}
     rows = {name: epoch_times(args.config, cache, args.extra, args.epochs) for name, cache in settings.items()}
     print(f"load average at end: {os.getloadavg()}; extra overrides: {args.extra}")
-    print("| setting | " + " | ".join(f"epoch {i + 1} (s)" for i in range(args.epochs)) + " | later epochs vs no cache |")
+    epochs = " | ".join(f"epoch {i + 1} (s)" for i in range(args.epochs))
+    print(f"| setting | {epochs} | later epochs vs no cache |")
     base = rows["no cache"][-1]
     for name, secs in rows.items():
         print(f"| {name} | " + " | ".join(f"{s:.1f}" for s in secs) + f" | {base / secs[-1]:.2f}x |")

@@ -78,11 +78,13 @@ def main() -> None:
                 "disk (feature_cache_dir)": run(True, cache_dir=tmp),
                 "disk, 2nd run, same store": run(True, cache_dir=tmp)}
     print(f"load average at end: {os.getloadavg()}; compile_llm: {args.compile}")
-    print(f"| setting | first pass (s) | second pass (s) | speed-up of later epochs |  ({args.batches} steps of 32 pairs)")
+    print(f"| setting | first pass (s) | second pass (s) | speed-up of later epochs |  "
+          f"({args.batches} steps of 32 pairs)")
     base = rows["no cache"][1]
     for name, (a, b) in rows.items():
         print(f"| {name} | {a:.1f} | {b:.1f} | {base / b:.2f}x |")
-    print(f"target: >= 2x (no cache / cache, second pass); disk store: {base / rows['disk (feature_cache_dir)'][1]:.2f}x")
+    disk = base / rows["disk (feature_cache_dir)"][1]
+    print(f"target: >= 2x (no cache / cache, second pass); disk store: {disk:.2f}x")
 
 
 if __name__ == "__main__":

@@ -127,9 +127,9 @@ def make_batch(module: Any, root: Path, n_pairs: int, tokens: int) -> dict[str, 
     """``n_pairs`` random pairs processed exactly as the training loader does."""
     from PIL import Image
 
-    from notellm2_pl.data.tables import Note
     from notellm2_pl.data.processing import NoteProcessor, collate_pairs
     from notellm2_pl.data.prompts import TextLimits
+    from notellm2_pl.data.tables import Note
 
     rng = random.Random(0)
     (root / "img").mkdir(exist_ok=True)

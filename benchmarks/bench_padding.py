@@ -4,8 +4,8 @@ Tokenizes every training pair of a dataset exactly as the training loader does (
 ``--max-tokens``, suffix; the mICL variant with image tags and marker), then simulates epochs of random batches of
 ``--batch`` pairs (``[queries; targets]``, right-padded to the longest note) and reports the mean pad fraction of the
 LLM input. Visual tokens (``--visual-tokens``, never padding) are added to every row. Bucketing is the library's
-(``--data.length_bucketing POOL``, ``notellm2_pl.data.sampling.bucket_order``): pairs sorted by token length inside pools
-of ``--pool`` batches, cut into batches, batches shuffled (the usual "sortish" sampler).
+(``--data.length_bucketing POOL``, ``notellm2_pl.data.sampling.bucket_order``): pairs sorted by token length inside
+pools of ``--pool`` batches, cut into batches, batches shuffled (the usual "sortish" sampler).
 
 Note for contrastive training: bucketing changes which notes meet as negatives (similar lengths together),
 a bias in the negative distribution; weigh it against the saved compute.
@@ -28,8 +28,8 @@ def pair_lengths(data: str, tokenizer: str, max_tokens: int) -> np.ndarray:
     """Token length of the query and target of every training pair, ``(P, 2)``."""
     from transformers import AutoTokenizer
 
-    from notellm2_pl.data.tables import load_split
     from notellm2_pl.data.processing import NoteFormat, NoteProcessor
+    from notellm2_pl.data.tables import load_split
 
     tok = AutoTokenizer.from_pretrained(tokenizer)
     tok.add_tokens(["<img>", "</img>", "<IMG_EMB>"], special_tokens=True)

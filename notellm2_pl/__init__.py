@@ -27,7 +27,7 @@ _LAZY = {
     "NoteDataModule": ("notellm2_pl.data.datamodule", "NoteDataModule"),
     "registry": ("notellm2_pl.plugins.registry", None),
 }
-__all__ = ["__version__", *_LAZY]
+__all__ = ["Embedder", "NoteDataModule", "NoteLLM2Module", "__version__", "registry"]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from notellm2_pl.data.datamodule import NoteDataModule

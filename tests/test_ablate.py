@@ -154,6 +154,7 @@ def test_finished_run_whose_recipe_changed_warns(tmp_path, caplog):
     assert runner.calls == [] and "recipe files changed" in caplog.text  # ...but the user is told
 
 
+@pytest.mark.slow
 def test_grid_resume_collect_and_views(grid, tmp_path):
     out = tmp_path / "out"
     runner = FakeRunner()
@@ -264,6 +265,7 @@ def test_reuse_counts_runs_finished_in_other_folders(grid, tmp_path, capsys):
     assert not any(f"# {s.run_id}\n" in printed for s in specs if s.seed == 0)
 
 
+@pytest.mark.slow
 def test_ablate_cli_tiny_real_run(tmp_path, tiny_ckpts):
     """fit -> evaluate -> saliency -> marker -> reports through the real CLI on tiny backbones."""
     from notellm2_pl.data.synthetic import PRESETS, generate

@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_demo_recipe_trains_logs_and_tests(tmp_path, tiny_ckpts):
     from notellm2_pl.data.synthetic import PRESETS, generate
 

@@ -20,6 +20,7 @@ def _loss_and_grads(module, batch):
     return loss.detach(), grads(module)
 
 
+@pytest.mark.slow
 def test_compiled_layers_match_eager(ckpts):
     # aot_eager traces forward and backward through AOTAutograd like inductor does, without C++ code generation
     # (which takes minutes on 2 cores); inductor itself is measured in benchmarks/bench_feature_cache.py.

@@ -81,6 +81,7 @@ def _path(p: str):
     return Path(p)
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_match_single_process(tmp_path):
     ckpts = make_ckpts(tmp_path / "ckpts")
     module = tiny_module(ckpts).eval()  # eval: dropout off, so both runs draw no masks
@@ -132,6 +133,7 @@ def test_scale_recipe_strategy_instantiates(recipe):
         assert built.kwargs["auto_wrap_policy"] is not None
 
 
+@pytest.mark.slow
 def test_ddp_recipe_builds_on_cpu_with_tiny_checkpoints_and_grad_cache(tiny_ckpts, caplog):
     """The DDP recipe instantiates end to end (hub ids -> tiny local checkpoints), GradCache on; bf16 on CPU warns."""
     from notellm2_pl.commands.lightning import build_cli

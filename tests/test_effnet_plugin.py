@@ -1,6 +1,7 @@
 """The example third-party plugin (examples/efficientnet_lite_plugin) through the registry.
 
-Skipped unless the plugin is installed: ``scripts/install_extras.sh`` (or ``pip install ./examples/efficientnet_lite_plugin``).
+Skipped unless the plugin is installed: ``scripts/install_extras.sh``
+(or ``pip install ./examples/efficientnet_lite_plugin``).
 """
 
 from __future__ import annotations

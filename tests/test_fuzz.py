@@ -45,6 +45,7 @@ IDS = st.lists(st.text(CHARS.filter(lambda c: c != "\x00"), min_size=1, max_size
                min_size=2, max_size=8, unique=True)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(ids=IDS, data=st.data(), fmt=st.sampled_from(["csv", "jsonl"]))
 def test_canonical_round_trip(ids: list[str], data: st.DataObject, fmt: str) -> None:
@@ -71,6 +72,7 @@ def test_canonical_round_trip(ids: list[str], data: st.DataObject, fmt: str) -> 
     assert split.pairs["all"] == pairs
 
 
+@pytest.mark.slow
 @FUZZ
 @given(ids=IDS, data=st.data())
 def test_official_round_trip(ids: list[str], data: st.DataObject) -> None:

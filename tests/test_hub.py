@@ -6,10 +6,10 @@ import socket
 import time
 
 import pytest
-
-from notellm2_pl.plugins.hub import WeightsUnavailable, ensure_available
 from notellm2_pl_backbones.hf_llm import HFCausalLM
 from notellm2_pl_backbones.hf_vision import SiglipVision
+
+from notellm2_pl.plugins.hub import WeightsUnavailable, ensure_available
 
 
 @pytest.fixture

@@ -66,6 +66,7 @@ def _run(site, code: str) -> subprocess.CompletedProcess:
                           check=False, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_third_party_entry_point_is_discovered(tmp_path):
     _fake_dist(tmp_path, "acme-connector", "acme_conn", "AcmeConnector")
     res = _run(tmp_path, textwrap.dedent("""
@@ -80,6 +81,7 @@ def test_third_party_entry_point_is_discovered(tmp_path):
     assert "acme-connector 1.0" in res.stdout
 
 
+@pytest.mark.slow
 def test_duplicate_names_are_an_error(tmp_path):
     _fake_dist(tmp_path, "dup-connector", "dup_conn", "MLPConnector")
     res = _run(tmp_path, "from notellm2_pl import registry\nregistry.names('connector')")
@@ -87,6 +89,7 @@ def test_duplicate_names_are_an_error(tmp_path):
     assert "Duplicate plugin name 'MLPConnector'" in res.stderr and "dup-connector" in res.stderr
 
 
+@pytest.mark.slow
 def test_list_command_prints_every_plugin():
     res = subprocess.run([sys.executable, "-m", "notellm2_pl", "list"], check=False, capture_output=True, text=True,
                          timeout=120)

@@ -77,6 +77,7 @@ def uninterrupted(assets, tmp_path_factory):
     return rec.steps, {k: v.clone() for k, v in model.state_dict().items()}
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_runs_match_uninterrupted(assets, uninterrupted, tmp_path: Path) -> None:
     """Killed after steps 2 (mid epoch 0), 4 (epoch boundary) and 7 (mid epoch 1), resumed from last.ckpt each time."""
     full_steps, full_weights = uninterrupted

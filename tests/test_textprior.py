@@ -85,6 +85,7 @@ def test_config_forms(tmp_path):
         textprior.resolve_config({"hidden_size": 8})
 
 
+@pytest.mark.slow
 def test_llama_config_and_time_bound(tmp_path):
     cfg = {**TINY, "model_type": "llama"}
     stats = textprior.pretrain_text_prior(TEXTS, tmp_path / "llama", config=cfg, vocab_size=300, max_steps=10_000,

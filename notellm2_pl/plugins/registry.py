@@ -22,7 +22,8 @@ GROUPS: dict[str, type] = {
     "notellm2_pl.vision_encoders": VisionEncoder,
     "notellm2_pl.connectors": Connector,
 }
-KIND_TO_GROUP = {"llm": "notellm2_pl.llms", "vision": "notellm2_pl.vision_encoders", "connector": "notellm2_pl.connectors"}
+KIND_TO_GROUP = {"llm": "notellm2_pl.llms", "vision": "notellm2_pl.vision_encoders",
+                 "connector": "notellm2_pl.connectors"}
 
 
 class PluginError(LookupError):
@@ -103,7 +104,8 @@ def get(kind: str, name: str) -> type:
     try:
         cls = ep.load()
     except Exception as err:  # a plugin may fail in any way: report which one and why
-        raise PluginError(f"Plugin {name!r} ({info.value}, from {info.distribution}) failed to import: {err!r}") from err
+        raise PluginError(f"Plugin {name!r} ({info.value}, from {info.distribution}) failed to import: "
+                          f"{err!r}") from err
     base = GROUPS[group]
     if not (isinstance(cls, type) and issubclass(cls, base)):
         raise PluginError(f"Plugin {name!r} ({info.value}) is not a subclass of {base.__name__}.")

@@ -22,12 +22,14 @@ TINY_CORPUS = (
     "0 1 2 3 4 5 6 7 8 9 ! ? , . : ; ' \" # @ ( ) [ ] { } < > / - _ = + * & % $ "
 ) * 4
 
-TINY_WORDS = ("red lamp chair mug bag shoe dress cake coffee travel city beach mountain review best cheap great "
-              "quality love haul today new round square blue green").split()
+TINY_WORDS = ["red", "lamp", "chair", "mug", "bag", "shoe", "dress", "cake", "coffee", "travel", "city", "beach",
+              "mountain", "review", "best", "cheap", "great", "quality", "love", "haul", "today", "new", "round",
+              "square", "blue", "green"]
 """Plain words for building random but tokenizable notes in tests and benchmarks."""
 
-_LLM_SIZES: dict[str, Any] = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                                  num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True)
+_LLM_SIZES: dict[str, Any] = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                              "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 1024,
+                              "tie_word_embeddings": True}
 
 
 def tiny_tokenizer(vocab_size: int = 600) -> Any:
@@ -57,8 +59,8 @@ def make_tiny_vision_checkpoint(path: str | Path, kind: str = "clip", image_size
     import transformers as tf
 
     path = Path(path)
-    common = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                  image_size=image_size, patch_size=8)
+    common = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+              "image_size": image_size, "patch_size": 8}
     torch.manual_seed(0)
     if kind == "clip":
         model, proc = tf.CLIPVisionModel(tf.CLIPVisionConfig(**common)), tf.CLIPImageProcessor(
