@@ -77,3 +77,20 @@ def test_evaluate_prints_the_modality_check(tmp_path, capsys, drowned):
     assert "modality check, Recall@10:" in out
     assert ("WARNING" in out and "image drowns the text" in out) == drowned
     assert ("ok: the full note" in out) == (not drowned)
+
+
+def test_ablate_summary_has_the_modality_check():
+    from notellm2_pl.analysis.summary import summary_markdown
+
+    def record(name, seed, full, text):
+        metrics = {"recall/all/full/R@10": full, "recall/all/only_text/R@10": text,
+                   "recall/all/only_image/R@10": 0.05}
+        return {"name": name, "seed": seed, "metrics": metrics, "num_queries": {"all": 368}}
+
+    records = [record("basic", 0, 0.17, 0.16), record("notellm2", 0, 0.11, 0.17), record("notellm2", 1, 0.16, 0.16)]
+    md = summary_markdown("quick", ["basic", "notellm2"], records)
+    assert "## Modality check" in md
+    assert "modality check (notellm2), Recall@10: WARNING" in md and "full 0.135 < only_text 0.165" in md
+    assert "(basic)" not in md
+    healthy = summary_markdown("quick", ["basic"], [record("basic", 0, 0.17, 0.16)])
+    assert "ok: every variant's full input" in healthy

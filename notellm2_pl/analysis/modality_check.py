@@ -12,19 +12,24 @@ independent binomials (an upper bound for paired runs): ``sqrt(p_full (1 - p_ful
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from notellm2_pl.data.schema import EMBEDDING_KEYS, PROBES
 from notellm2_pl.retrieval.recall import EvalResult
 
 PROBE_ADVICE = {
-    "only_text": ("the image drowns the text. Try: a late-fusion gate that starts closed to the image, a lower "
-                  "weight on the e_v loss, or compare with basic and mICL-alone variants "
-                  "(python -m notellm2_pl ablate --grid quick --data.root YOUR_DATA) and keep what wins on validation"),
-    "only_image": ("the text drowns the image (image neglect). Try: mICL (model.encoder.variant micl) with late "
-                   "fusion, more visual tokens, or a higher weight on the e_v loss; select on validation"),
+    "only_text": ("the image drowns the text. Try: basic and mICL-alone variants on your data "
+                  "(python -m notellm2_pl ablate --grid quick --data.root YOUR_DATA), a lower weight on the e_v loss "
+                  "(--model.loss_weights), or late fusion off (--model.encoder.late_fusion false); keep what wins on "
+                  "validation"),
+    "only_image": ("the text drowns the image (image neglect). Try: mICL with late fusion (--model.encoder.micl true "
+                   "--model.encoder.late_fusion true), more visual tokens, or a higher weight on the e_v loss "
+                   "(--model.loss_weights); keep what wins on validation"),
 }
 
 
@@ -106,6 +111,36 @@ def check_results(results: Mapping[str, Mapping[str, EvalResult]], k: int = 10,
                 recalls.setdefault(probe, {})[subset] = res.recalls[k]
                 counts[subset] = res.num_queries
     return modality_check(recalls, counts)
+
+
+def check_records(records: Sequence[Mapping[str, Any]], name: str, k: int = 10) -> list[ModalityFinding]:
+    """:func:`modality_check` of one ablation variant, on its Recall@``k`` averaged over seeds.
+
+    Args:
+        records: Finished-run records (``done.json``: ``metrics`` keyed ``recall/{subset}/{probe}/R@{K}``, and
+            ``num_queries``; runs recorded before ``num_queries`` existed read it from ``eval/results.json``).
+        name: The variant.
+        k: The K of Recall@K to compare.
+    """
+    sums: dict[str, dict[str, list[float]]] = {}
+    counts: dict[str, int] = {}
+    for rec in (r for r in records if r["name"] == name):
+        for key, value in rec["metrics"].items():
+            _, subset, probe, cut = key.split("/")
+            if cut == f"R@{k}" and probe in PROBES and value is not None:
+                sums.setdefault(probe, {}).setdefault(subset, []).append(float(value))
+        counts.update(rec.get("num_queries") or _counts_from_results(rec))
+    recalls = {p: {s: sum(v) / len(v) for s, v in subsets.items()} for p, subsets in sums.items()}
+    return modality_check(recalls, counts)
+
+
+def _counts_from_results(rec: Mapping[str, Any]) -> dict[str, int]:
+    path = Path(rec.get("run_dir", "")) / "eval" / "results.json"
+    if not path.is_file():
+        return {}
+    prefix = f"{PROBES[0]}/{EMBEDDING_KEYS[0]}/"
+    results = json.loads(path.read_text(encoding="utf-8"))
+    return {n[len(prefix):]: int(r["num_queries"]) for n, r in results.items() if n.startswith(prefix)}
 
 
 def format_modality_check(findings: list[ModalityFinding], k: int, label: str = "") -> str:

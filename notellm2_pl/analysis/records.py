@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from notellm2_pl.analysis.grid import RunSpec, read_header
-from notellm2_pl.data.schema import EMBEDDING_KEYS
+from notellm2_pl.data.schema import EMBEDDING_KEYS, PROBES
 
 STANDARD_HPARAMS: dict[str, str] = {
     "micl": "model.encoder.micl",
@@ -92,6 +92,13 @@ def parse_results(results: Mapping[str, Any]) -> dict[str, float | None]:
     return out
 
 
+def query_counts(results: Mapping[str, Any]) -> dict[str, int]:
+    """``{subset: queries}`` of the ``full/e_m`` entries of ``evaluate``'s ``results.json``."""
+    prefix = f"{PROBES[0]}/{EMBEDDING_KEYS[0]}/"
+    return {name[len(prefix):]: int(res["num_queries"]) for name, res in results.items()
+            if name.startswith(prefix) and "num_queries" in res}
+
+
 def run_hparams(spec: RunSpec, cfg: Mapping[str, Any], changes: Sequence[str] = ()) -> dict[str, Any]:
     """HParams of one run: identity, the standard ablation axes, and the values of the keys its recipe changes.
 
@@ -138,6 +145,7 @@ def build_record(spec: RunSpec, run_dir: Path, cfg: Mapping[str, Any], ckpt: Pat
         "configs": list(spec.configs), "overrides": list(spec.overrides), "sweeps": dict(spec.run.sweeps),
         "plot": spec.run.plot, "changes": list(header.changes),
         "hparams": run_hparams(spec, cfg, header.changes), "metrics": parse_results(results),
+        "num_queries": query_counts(results),
         "checkpoint": os.fspath(ckpt), "run_dir": os.fspath(run_dir), "seconds": round(seconds, 1),
         "saliency": os.fspath(sal) if sal.exists() else None,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from notellm2_pl.analysis.grid import Grid
+from notellm2_pl.analysis.modality_check import check_records, format_modality_check
 from notellm2_pl.analysis.records import metric_key
 from notellm2_pl.atomic import atomic_write_text
 from notellm2_pl.data.schema import ALL_PAIRS, EMBEDDING_KEYS, PROBES, SUBSET_NAMES
@@ -133,7 +134,22 @@ def summary_markdown(grid_name: str, names: Sequence[str], records: Sequence[Map
             if all(set(c) <= {"–", " ", "/"} for c in cells):
                 continue
             lines.append(f"| {name} | {probe} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + modality_lines(names, records)) + "\n"
+
+
+def modality_lines(names: Sequence[str], records: Sequence[Mapping[str, Any]], k: int = 10) -> list[str]:
+    """The summary's "Modality check" section: variants whose full input scores below a probe, or that none does."""
+    lines = ["", "## Modality check", "", ("Full input against its only-text and only-image probes, "
+             f"R@{k} mean over seeds (docs/evaluation.md, \"Modality check\")."), ""]
+    flagged = False
+    for name in names:
+        findings = check_records(records, name, k)
+        if findings:
+            flagged = True
+            lines += ["```", format_modality_check(findings, k, label=name), "```"]
+    if not flagged:
+        lines.append("ok: every variant's full input scores at least as well as its text alone and its image alone.")
+    return lines
 
 
 def write_summary(out: Path, names: Sequence[str], grid_name: str,
