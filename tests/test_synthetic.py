@@ -269,3 +269,20 @@ def test_ensure_dataset_accepts_datasets_from_before_a_new_field(tmp_path: Path)
     assert ensure_dataset(root, TINY) == root
     with pytest.raises(ValueError, match="badge_twin_fraction"):
         ensure_dataset(root, dataclasses.replace(TINY, badge_twin_fraction=0.2))
+
+
+def test_image_relevance_draws_random_images_for_the_rest():
+    """``image_relevance`` p: about p of the images show their cluster's identity; p = 1 changes nothing."""
+    import dataclasses
+
+    from notellm2_pl.data.synthetic import PRESETS
+    from notellm2_pl.data.synthetic.dataset import _build_structure, _render_jobs
+
+    cfg = dataclasses.replace(PRESETS["demo"], image_relevance=0.3)
+    clusters, notes, *_ = _build_structure(cfg)
+    jobs = _render_jobs(cfg, clusters, notes)
+    own = sum(visual == clusters[n.cid].visual for (_, _, visual, _), n in zip(jobs, notes)) / len(notes)
+    assert 0.27 < own < 0.36  # 0.3 plus the random draws that hit the cluster's own identity by chance
+    full = dataclasses.replace(cfg, image_relevance=1.0)
+    clusters, notes, *_ = _build_structure(full)
+    assert all(v == clusters[n.cid].visual for (_, _, v, _), n in zip(_render_jobs(full, clusters, notes), notes))

@@ -19,6 +19,9 @@ class EncoderConfig:
         micl: Multimodal in-context learning (image compressed first; adds the visual embedding ``e_v``),
             docs/method.md#prompts-and-micl.
         late_fusion: Gate the vision pooled feature into the embeddings (docs/method.md#late-fusion).
+        gate_init: Initial late-fusion gate value ``z`` (the weight on the LLM state; ``1 - z`` goes to the image).
+            None: the paper's bias-free gate, ``z`` about 0.5 at the start. A value such as 0.95 adds a learnable
+            bias starting at ``logit(z)``: the gate starts closed to the image, which then has to earn its weight.
         embed_dim: Output dimension ``d`` of the linear head (0: no head, the raw hidden state, for zero-shot
             baselines).
         prompt_preset: ``en`` (default) or ``zh`` (the original Chinese prompts, exactly).
@@ -38,6 +41,7 @@ class EncoderConfig:
 
     micl: bool = True
     late_fusion: bool = True
+    gate_init: float | None = None
     embed_dim: int = 64
     prompt_preset: Literal["en", "zh"] = "en"
     splice_mode: Literal["insert", "replace"] = "insert"
@@ -56,6 +60,9 @@ class EncoderConfig:
         if len(self.image_tokens) != 2:
             raise ValueError(f"model.encoder.image_tokens takes two tokens (open, close), got {list(self.image_tokens)}"
                              f". Example: model.encoder.image_tokens: ['<img>', '</img>'].")
+        if self.gate_init is not None and not 0.0 < float(self.gate_init) < 1.0:
+            raise ValueError(f"model.encoder.gate_init must be in (0, 1) (or null: the paper's gate), got "
+                             f"{self.gate_init}. Example: model.encoder.gate_init: 0.95.")
         if int(self.embed_dim) < 0:
             raise ValueError(f"model.encoder.embed_dim must be >= 0 (0: no head), got {self.embed_dim}.")
         if self.feature_cache_dir is not None and not self.feature_cache:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -12,14 +14,18 @@ class LateFusionGate(nn.Module):
     Args:
         vision_dim: Width of the vision pooled feature.
         hidden_size: LLM width.
+        init_z: None: the paper's bias-free gate (``z`` about 0.5 at the start). A value in (0, 1): the gate gets a
+            learnable bias starting at ``logit(init_z)``, so ``z`` starts near ``init_z``.
     """
 
-    def __init__(self, vision_dim: int, hidden_size: int) -> None:
+    def __init__(self, vision_dim: int, hidden_size: int, init_z: float | None = None) -> None:
         super().__init__()
         self.proj = nn.Linear(vision_dim, hidden_size, bias=False)  # W_lf
-        self.gate = nn.Linear(2 * hidden_size, hidden_size, bias=False)  # W_g
+        self.gate = nn.Linear(2 * hidden_size, hidden_size, bias=init_z is not None)  # W_g (+ b)
         for lin in (self.proj, self.gate):
             nn.init.normal_(lin.weight, std=0.02)
+        if init_z is not None:
+            nn.init.constant_(self.gate.bias, math.log(init_z / (1.0 - init_z)))
 
     def forward(self, h_llm: torch.Tensor, v_img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Fuse ``h_llm (B, H)`` with the raw vision feature ``v_img (B, D_v)``; returns (fused, gate z ``(B, H)``)."""

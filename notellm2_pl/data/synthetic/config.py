@@ -30,6 +30,9 @@ class SyntheticConfig:
         badge_twin_fraction: Fraction of clusters that copy another cluster's visual identity and differ from it only
             in the corner of a small badge (capped at half the clusters outside visual groups and twins); above 0
             every image also draws the badge at its cluster's corner (default 0: no badges).
+        image_relevance: Probability that a note's image shows its cluster's visual identity; otherwise it shows an
+            identity drawn at random from all of them, so the image says nothing about the note's pairs (real
+            catalogues where posters or photos carry little). 1.0 (default): every image is informative.
         image_size: Side of the square RGB PNG images, in pixels.
         distractors_min: Minimum number of distractor shapes per image.
         distractors_max: Maximum number of distractor shapes per image.
@@ -51,6 +54,7 @@ class SyntheticConfig:
     visual_group_fraction: float = 0.4
     visual_twin_fraction: float = 0.05
     badge_twin_fraction: float = 0.0
+    image_relevance: float = 1.0
     image_size: int = 96
     distractors_min: int = 1
     distractors_max: int = 3
@@ -67,7 +71,7 @@ class SyntheticConfig:
         if not 0.0 < self.test_fraction < 1.0:
             problems.append("test_fraction must be in (0, 1)")
         for name in ("short_text_fraction", "partial_name_prob", "text_family_fraction", "visual_group_fraction",
-                     "visual_twin_fraction", "badge_twin_fraction"):
+                     "visual_twin_fraction", "badge_twin_fraction", "image_relevance"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 problems.append(f"{name} must be in [0, 1]")
         if self.train_long_pair_fraction > 1.0:
@@ -97,6 +101,9 @@ PRESETS: dict[str, SyntheticConfig] = {
     "natural": SyntheticConfig(short_text_fraction=0.2, train_long_pair_fraction=-1.0),
     # Layout matters: badge twins (same object, badge in another corner; 89 of 300 clusters), no plain twins.
     "layout": SyntheticConfig(badge_twin_fraction=0.4, visual_twin_fraction=0.0),
+    # Weak images: text decides (few short notes), and only 30 % of images show their cluster's identity; the
+    # others are random. The regime where late fusion may let a weak image drown the text (docs/ablations.md).
+    "weak_image": SyntheticConfig(image_relevance=0.3, short_text_fraction=0.1),
     "small": SyntheticConfig(num_clusters=1000, notes_per_cluster=10),
     "large": SyntheticConfig(num_clusters=1200, notes_per_cluster=16, test_pairs_per_cluster=6,
                              train_pairs_per_cluster=30, val_pairs_per_cluster=2, image_size=128),

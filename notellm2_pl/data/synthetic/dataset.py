@@ -27,13 +27,14 @@ from notellm2_pl.data.schema import NOTE_COLUMNS, PAIR_COLUMNS, SUBSET_NAMES
 from notellm2_pl.data.synthetic.config import SyntheticConfig
 from notellm2_pl.data.synthetic.identities import (
     Cluster,
+    all_visuals,
     assign_badges,
     assign_visuals,
     build_text_identities,
     split_clusters,
 )
 from notellm2_pl.data.synthetic.notes import SynthNote, build_notes
-from notellm2_pl.data.synthetic.painting import render_all
+from notellm2_pl.data.synthetic.painting import RenderJob, render_all
 from notellm2_pl.data.synthetic.pairs import sample_pairs
 
 logger = logging.getLogger(__name__)
@@ -246,7 +247,7 @@ def generate(root: str | Path, config: SyntheticConfig, overwrite: bool = False,
     _prepare_root(root, overwrite)
     clusters, notes, pairs, forced, image_entropy = _build_structure(config)
     t_struct = time.perf_counter() - t0
-    jobs = [(k, note.note_id, clusters[note.cid].visual, clusters[note.cid].corner) for k, note in enumerate(notes)]
+    jobs = _render_jobs(config, clusters, notes)
     image_bytes = render_all(root / "images", config, image_entropy, jobs, num_workers)
     t_images = time.perf_counter() - t0 - t_struct
     subsets = _test_subsets(pairs["test"], notes)
@@ -259,6 +260,22 @@ def generate(root: str | Path, config: SyntheticConfig, overwrite: bool = False,
                 counts["pairs_train"], counts["pairs_test"], elapsed)
     return {**counts, **fractions, **text_lengths, "image_bytes": image_bytes, "seconds": round(elapsed, 2),
             "seconds_images": round(t_images, 2), "root": str(root)}
+
+
+def _render_jobs(config: SyntheticConfig, clusters: list[Cluster], notes: list[SynthNote]) -> list[RenderJob]:
+    """What each note's image shows: its cluster's visual identity, or with probability ``1 - image_relevance`` a
+    random one (drawn from a stream of its own, so ``image_relevance = 1`` leaves the dataset byte-identical)."""
+    jobs = [(k, note.note_id, clusters[note.cid].visual, clusters[note.cid].corner) for k, note in enumerate(notes)]
+    if config.image_relevance >= 1.0:
+        return jobs
+    rng = np.random.default_rng([config.seed, 0x1A6E])
+    combos = all_visuals()
+    out = []
+    for k, note_id, visual, corner in jobs:
+        if rng.random() >= config.image_relevance:
+            visual, corner = combos[int(rng.integers(len(combos)))], int(rng.integers(4)) if corner >= 0 else corner
+        out.append((k, note_id, visual, corner))
+    return out
 
 
 def ensure_dataset(root: str | Path, config: SyntheticConfig) -> Path:

@@ -133,7 +133,7 @@ def split_clusters(rng: np.random.Generator, cfg: SyntheticConfig, clusters: lis
         raise RuntimeError("could not split clusters into train and test")
 
 
-def _all_visuals() -> list[Visual]:
+def all_visuals() -> list[Visual]:
     out = []
     for s in SHAPES:
         for col in COLOURS:
@@ -232,7 +232,7 @@ def assign_visuals(rng: np.random.Generator, cfg: SyntheticConfig, clusters: lis
     Returns:
         Number of clusters that had to reuse an identity (too few distinct ones left).
     """
-    combos = _all_visuals()
+    combos = all_visuals()
     pool = _VisualPool(rng, combos)
     forced = group_id = 0
     for split in ("train", "test"):
