@@ -11,7 +11,10 @@ from notellm2_pl.model.losses import contrastive_loss, micl_loss, pair_labels
 
 
 def _naive(emb: torch.Tensor, scale: float, ids: list[int] | None = None) -> torch.Tensor:
-    """Loop over anchors: CE of the partner against every other note (docs/method.md#contrastive-loss), one rank."""
+    """Loop over anchors: CE of the partner against every other note (docs/method.md#contrastive-loss), one rank.
+
+    With ids, other copies of the anchor's note and of its positive's note are left out.
+    """
     n = emb.shape[0]
     half = n // 2
     total = 0.0
@@ -19,7 +22,7 @@ def _naive(emb: torch.Tensor, scale: float, ids: list[int] | None = None) -> tor
         pos = (i + half) % n
         logits = []
         for j in range(n):
-            if j == i or (ids is not None and j != pos and ids[j] == ids[i]):
+            if j == i or (ids is not None and j != pos and ids[j] in (ids[i], ids[pos])):
                 continue
             logits.append((float(emb[i] @ emb[j]) * scale, j == pos))
         denom = math.log(sum(math.exp(v) for v, _ in logits))

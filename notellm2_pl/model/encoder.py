@@ -97,7 +97,7 @@ class NoteEncoder(nn.Module):
         if self.connector is not None and self.connector.num_tokens(1) == 0:
             self.connector = None
         self._validate(connector)
-        self.gate = LateFusionGate(vision.hidden_size, hidden) if config.late_fusion else None
+        self.gate = LateFusionGate(vision.hidden_size, hidden, config.gate_init) if config.late_fusion else None
         self.head: nn.Module = nn.Linear(hidden, config.embed_dim, bias=False) if config.embed_dim else nn.Identity()
         if config.embed_dim:
             nn.init.normal_(self.head.weight, std=0.02)

@@ -31,15 +31,16 @@ def contrastive_loss(
     """Symmetric in-batch InfoNCE of the local rows against every candidate column.
 
     Every local note is an anchor; its partner is the positive; every other candidate note is a negative except
-    the anchor itself (masked) and, when ids are given, any other copy of the anchor's own note id (masked, so a
-    popular item repeated in the batch is never its own negative).
+    the anchor itself (masked) and, when ids are given, any other copy of the anchor's note or of its positive's
+    note (masked, so a popular item repeated in the batch is neither its own negative nor a false negative of the
+    pairs it is the positive of: docs/method.md#contrastive-loss).
 
     Args:
         local: L2-normalised local embeddings ``(b, d)``, ``[queries; targets]``.
         candidates: L2-normalised embeddings of the global batch ``(N, d)``; ``local == candidates[offset:offset+b]``.
         offset: Column of the first local row in ``candidates`` (``rank * b``).
         logit_scale: Multiplier of the cosine similarities (``exp(tau)``), a scalar tensor.
-        local_ids: Optional int64 note ids ``(b,)`` for same-note masking.
+        local_ids: Optional int64 note ids ``(b,)`` for same-note masking (anchor and positive copies).
         candidate_ids: Optional int64 note ids ``(N,)``.
 
     Returns:
@@ -52,8 +53,9 @@ def contrastive_loss(
     masked = torch.zeros_like(logits, dtype=torch.bool)
     masked[rows, offset + rows] = True
     if local_ids is not None and candidate_ids is not None:
-        same = local_ids[:, None] == candidate_ids[None, :]  # (b, N)
-        same[rows, labels] = False
+        positive_ids = candidate_ids[labels]  # (b,)
+        same = (local_ids[:, None] == candidate_ids[None, :]) | (positive_ids[:, None] == candidate_ids[None, :])
+        same[rows, labels] = False  # (b, N)
         masked |= same
     # scale first: -inf * d(scale) in the backward would be NaN
     logits = (logits * logit_scale.float()).masked_fill(masked, float("-inf"))
@@ -67,3 +69,37 @@ def micl_loss(loss_multimodal: torch.Tensor, loss_visual: torch.Tensor, weights:
     """
     w_t, w_v = weights
     return (w_t * loss_multimodal + w_v * loss_visual) / (w_t + w_v)
+
+
+def pair_set_loss(
+    emb: torch.Tensor,
+    pairs: torch.Tensor,
+    batch_pairs: int,
+    logit_scale: torch.Tensor,
+    ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Contrastive loss over a list of pairs, in consecutive in-batch chunks of ``batch_pairs`` pairs.
+
+    Each chunk is laid out ``[queries; targets]`` as a training batch and scored with :func:`contrastive_loss`;
+    the result is the mean over every anchor of every chunk (the last chunk may be smaller). This is the
+    validation loss (docs/method.md#training-recipe), computed from embeddings already at hand.
+
+    Args:
+        emb: L2-normalised embeddings of the notes ``(P, d)``.
+        pairs: Row indices into ``emb`` of each pair's query and target ``(n, 2)``.
+        batch_pairs: Pairs per chunk (the training batch size, in pairs).
+        logit_scale: Multiplier of the cosine similarities (``exp(tau)``).
+        ids: Optional int64 note ids ``(P,)`` for same-note masking.
+
+    Returns:
+        The mean cross-entropy (fp32 scalar).
+    """
+    if pairs.shape[0] == 0:
+        raise ValueError("The validation loss needs at least one pair.")
+    total = emb.new_zeros((), dtype=torch.float32)
+    for chunk in pairs.split(batch_pairs):
+        rows = torch.cat([chunk[:, 0], chunk[:, 1]])  # (2c,) [queries; targets]
+        batch = emb[rows]  # (2c, d)
+        chunk_ids = ids[rows] if ids is not None else None
+        total = total + contrastive_loss(batch, batch, 0, logit_scale, chunk_ids, chunk_ids) * rows.numel()
+    return total / (2 * pairs.shape[0])

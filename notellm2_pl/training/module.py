@@ -17,7 +17,7 @@ from notellm2_pl.data.processing import NoteFormat
 from notellm2_pl.data.schema import NoteBatch
 from notellm2_pl.model.config import EncoderConfig
 from notellm2_pl.model.encoder import ConnectorFactory, EncoderOutput, NoteEncoder
-from notellm2_pl.model.losses import contrastive_loss, micl_loss
+from notellm2_pl.model.losses import contrastive_loss, micl_loss, pair_set_loss
 from notellm2_pl.plugins.contract import LLMBackbone, VisionEncoder
 from notellm2_pl.retrieval.recall import evaluate_pairs, evaluate_subsets
 from notellm2_pl.retrieval.results import format_table
@@ -68,7 +68,8 @@ class NoteLLM2Module(L.LightningModule):
         loss_weights: ``(w_t, w_v)``: weights of the losses on ``e_m`` and ``e_v`` under mICL (default 9:1).
         tau_init: Initial value of the learnable temperature parameter; logits are scaled by ``exp(tau)``.
         learn_tau: Train the temperature.
-        mask_same_id: Mask negatives that are another copy of the anchor's own note (off only for parity).
+        mask_same_id: Mask negatives that are another copy of the anchor's note or of its positive's note (off
+            only for parity).
         freeze_vision: Freeze the vision tower (the paper's setting).
         freeze_llm: Freeze the LLM entirely (e.g. connector-only training).
         llm_trainable_layers: With ``freeze_llm``, leave this many top LLM layers trainable.
@@ -78,7 +79,8 @@ class NoteLLM2Module(L.LightningModule):
         no_decay_norm_bias_tau: No weight decay on norms, biases and the temperature (False: parity).
         warmup_ratio: Fraction of steps for warmup.
         warmup_type: ``linear`` or ``log`` (the original's DeepSpeed WarmupDecayLR shape).
-        val_ks: K values of the validation Recall@K (the first one is logged as ``val/recall``).
+        val_ks: K values of the validation Recall@K (the first one is logged as ``val/recall``). The validation
+            contrastive loss is logged as ``val/loss``; either can be the checkpoint monitor.
         test_ks: K values of the test Recall@K (on all pair files of the test split).
         grad_cache_chunk: GradCache (``notellm2_pl.training.gradcache``): encode the batch in chunks of this many
             notes, so a large contrastive batch fits in memory; switches to manual optimisation. None: off.
@@ -136,7 +138,7 @@ class NoteLLM2Module(L.LightningModule):
         # at fit start counts its modules).
         self.train()
         self._set_frozen_parts_eval()
-        self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []  # ((B, 1 or 2, d) [e_m; e_v], index)
         self.automatic_optimization = grad_cache_chunk is None  # GradCache steps the optimiser itself
 
     # ------------------------------------------------------------------------------------------------ forward
@@ -230,17 +232,20 @@ class NoteLLM2Module(L.LightningModule):
 
     # ------------------------------------------------------------------------------------------------ eval
     def validation_step(self, batch: NoteBatch, batch_idx: int) -> None:
-        """Collect the batch's ``e_m`` and pool indices for the epoch-end Recall@K."""
+        """Collect the batch's ``e_m`` (and ``e_v``) and pool indices for the epoch-end Recall@K and loss."""
         out = self(batch)
-        self._val_outputs.append((out.e_m.detach(), batch["index"]))
+        emb = [out.e_m] if out.e_v is None else [out.e_m, out.e_v]
+        self._val_outputs.append((torch.stack(emb, dim=1).detach(), batch["index"]))  # (B, 1 or 2, d)
 
     def on_validation_epoch_end(self) -> None:
-        """Recall@K of the collected embeddings over the validation pool."""
+        """Recall@K of the collected ``e_m`` over the validation pool, and the contrastive loss (``val/loss``)."""
         if not self._val_outputs:
             return
         emb, idx = self._collect_outputs()
         dm = self.trainer.datamodule
-        metrics = self._recall(emb, idx, dm.val_pool_ids, dm.val_pairs)
+        metrics = self._recall(emb[:, 0], idx, dm.val_pool_ids, dm.val_pairs)
+        if dm.val_pairs:
+            metrics["val/loss"] = float(self._val_loss(emb, idx, dm.val_pool_ids, dm.val_pairs, dm.hparams.batch_size))
         self.log_dict(metrics, sync_dist=False, rank_zero_only=False)
 
     def test_step(self, batch: NoteBatch, batch_idx: int) -> None:
@@ -251,7 +256,7 @@ class NoteLLM2Module(L.LightningModule):
         """Recall@K over every pair file of the test split (all + subsets), pool = all test notes."""
         emb, idx = self._collect_outputs()
         dm = self.trainer.datamodule
-        ids, mat = self._dedupe(emb, idx, dm.pool_ids("test"))
+        ids, mat = self._dedupe(emb[:, 0], idx, dm.pool_ids("test"))
         results = evaluate_subsets(mat, ids, dm.test_pair_sets(), ks=tuple(self.hparams.test_ks))
         self.test_results = results
         for subset, res in results.items():
@@ -275,6 +280,27 @@ class NoteLLM2Module(L.LightningModule):
             order.setdefault(i, e)
         keys = sorted(order)
         return [pool_ids[i] for i in keys], torch.stack([order[i] for i in keys]).float().cpu().numpy()
+
+    def _val_loss(self, emb: torch.Tensor, idx: torch.Tensor, pool_ids: list[str], pairs: list[tuple[str, str]],
+                  batch_pairs: int) -> torch.Tensor:
+        """The training objective on the validation pairs, in chunks of ``batch_pairs`` (the training batch size).
+
+        Args:
+            emb: Collected embeddings ``(P, 1 or 2, d)``: ``e_m`` and, under mICL, ``e_v``.
+            idx: Pool position of each row ``(P,)`` (a note's identity, for same-note masking).
+            pool_ids: Note id at each pool position.
+            pairs: Validation pairs of note ids.
+            batch_pairs: Pairs per chunk.
+        """
+        first_row: dict[str, int] = {}
+        for row, i in enumerate(idx.tolist()):
+            first_row.setdefault(pool_ids[i], row)
+        pair_rows = torch.tensor([(first_row[q], first_row[t]) for q, t in pairs], dtype=torch.long,
+                                 device=emb.device)  # (n, 2)
+        ids = idx.to(emb.device) if self.hparams.mask_same_id else None
+        scale = self.tau.detach().exp()
+        losses = [pair_set_loss(emb[:, k].float(), pair_rows, batch_pairs, scale, ids) for k in range(emb.shape[1])]
+        return losses[0] if len(losses) == 1 else micl_loss(losses[0], losses[1], tuple(self.hparams.loss_weights))
 
     def _recall(self, emb: torch.Tensor, idx: torch.Tensor, pool_ids: list[str], pairs: list) -> dict[str, float]:
         ids, mat = self._dedupe(emb, idx, pool_ids)
