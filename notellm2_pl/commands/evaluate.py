@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_argument_group("source (one of)")
     src.add_argument("--embeddings", nargs="+", metavar="DIR", help="Embeddings directories written by predict.")
     src.add_argument("--model", metavar="EXPORT_DIR", help="Model export directory (python -m notellm2_pl export).")
-    src.add_argument("--ckpt_path", help="Lightning checkpoint (with --config unless its hparams name the backbones).")
+    src.add_argument("--ckpt_path", help="Lightning checkpoint; fit records the backbones and data settings in it, so "
+                     "--config is needed only for checkpoints written before that.")
     src.add_argument("--config", help="Recipe of --ckpt_path.")
     p.add_argument("--data", metavar="ROOT", help="Dataset root (default: the one recorded with the embeddings or the "
                                                  "model).")

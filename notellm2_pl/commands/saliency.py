@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
                "--out out/compare",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--ckpt_path", help="Checkpoint to analyse (its hparams name the backbones, else add --config).")
+    p.add_argument("--ckpt_path", help="Checkpoint to analyse (fit records its backbones; --config for older).")
     p.add_argument("--config", action="append", help="Recipe(s) (repeatable); alone: analyse the untrained model.")
     p.add_argument("--compare", nargs="+", metavar="JSON", help="Only plot several saliency.json files together.")
     p.add_argument("--data", metavar="ROOT", help="Dataset root (default: the recipe's / checkpoint's).")

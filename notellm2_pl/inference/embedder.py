@@ -123,7 +123,7 @@ class Embedder:
     def from_checkpoint(cls, ckpt_path: str | os.PathLike[str], config: str | os.PathLike[str] | None = None,
                         overrides: Sequence[str] = (), device: str | torch.device = "cpu",
                         num_workers: int = 0) -> Embedder:
-        """Load a Lightning checkpoint (with the recipe it was trained with, unless its hparams suffice)."""
+        """Load a Lightning checkpoint (fit records its backbones; ``config`` is needed only for older checkpoints)."""
         module, _, data_cfg = build_from_checkpoint(ckpt_path, config, overrides)
         return cls.from_module(module, data_cfg, device, num_workers)
 
