@@ -42,6 +42,8 @@ EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
               "HTTP endpoint (LitServe): /embed, /neighbours, /notes over a live index"),
     "ablate": ("notellm2_pl.commands.ablate:main",
                "run a grid of ablation recipes (resumable); table, plots, TensorBoard"),
+    "evidence": ("notellm2_pl.commands.evidence:main",
+                 "commit a grid's result files under results/ and render the docs tables from them"),
     "saliency": ("notellm2_pl.commands.saliency:main",
                  "information-flow saliency S_v/S_t/S_o per layer (docs/method.md#saliency)"),
     "prepare": ("notellm2_pl.commands.prepare:main",

@@ -1,0 +1,121 @@
+"""Evidence in the repository: the small files a grid produced, and docs tables rendered from them.
+
+A result the docs cite must be checkable: :func:`collect` copies what a finished grid wrote (``summary.md``,
+``summary.csv``, every run's ``eval/results.json`` and its record) into a folder under ``results/`` together with
+``provenance.json`` (the command, the commit, the machine). Docs then quote such files between markers::
+
+    <!-- BEGIN results/ablations/weak_image/summary.md -->
+    ...rendered content...
+    <!-- END results/ablations/weak_image/summary.md -->
+
+:func:`render_docs` rewrites every marked block from the file it names, and the test-suite fails when a committed doc
+differs from what the files render, so a table can only change together with its evidence.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from notellm2_pl.atomic import atomic_write_text
+
+BLOCK = re.compile(r"(<!-- BEGIN (?P<path>\S+) -->\n)(?P<body>.*?)(<!-- END (?P=path) -->)", re.DOTALL)
+RECORD_KEYS = ("run_id", "name", "seed", "recipe", "configs", "overrides", "hparams", "metrics", "num_queries",
+               "seconds", "finished")
+
+
+def provenance(command: str, repo: Path) -> dict[str, Any]:
+    """Where a result comes from: the command, the commit (and whether the tree was dirty), the machine."""
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=False)
+        return out.stdout.strip()
+
+    import torch
+
+    return {"command": command, "commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain")),
+            "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                        "cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__},
+            "collected": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+def collect(grid_out: Path, dest: Path, command: str, repo: Path = Path(".")) -> list[Path]:
+    """Copy a finished grid's small files into ``dest`` (replacing what was there) and write ``provenance.json``.
+
+    Args:
+        grid_out: The grid's output folder (``summary.md``, ``summary.csv`` and one folder per run).
+        dest: Evidence folder, e.g. ``results/ablations/weak_image``.
+        command: The command that produced the grid, as a user would type it.
+        repo: The repository (for the commit).
+
+    Returns:
+        The files written.
+    """
+    if not (grid_out / "summary.csv").is_file():
+        raise FileNotFoundError(f"{grid_out} has no summary.csv: run `python -m notellm2_pl ablate --grid NAME "
+                                f"--report-only --out {grid_out}` first.")
+    if dest.exists():
+        shutil.rmtree(dest)
+    (dest / "runs").mkdir(parents=True)
+    written = []
+    for name in ("summary.md", "summary.csv"):
+        shutil.copyfile(grid_out / name, dest / name)
+        written.append(dest / name)
+    for done in sorted(grid_out.glob("*/done.json")):
+        written += _collect_run(done.parent, dest / "runs" / done.parent.name)
+    written.append(dest / "provenance.json")
+    atomic_write_text(written[-1], json.dumps(provenance(command, repo), indent=2) + "\n")
+    return written
+
+
+def _collect_run(run_dir: Path, dest: Path) -> list[Path]:
+    dest.mkdir(parents=True)
+    record = json.loads((run_dir / "done.json").read_text(encoding="utf-8"))
+    atomic_write_text(dest / "record.json", json.dumps({k: record.get(k) for k in RECORD_KEYS}, indent=1) + "\n")
+    out = [dest / "record.json"]
+    if (run_dir / "eval" / "results.json").is_file():
+        shutil.copyfile(run_dir / "eval" / "results.json", dest / "results.json")
+        out.append(dest / "results.json")
+    return out
+
+
+def fragment(path: Path) -> str:
+    """What a doc shows of an evidence file: a markdown file without its title line, else the file in a code block."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".md":
+        lines = text.splitlines()
+        if lines and lines[0].startswith("# "):
+            lines = lines[1:]
+        return "\n".join(lines).strip("\n") + "\n"
+    return f"```\n{text.rstrip()}\n```\n"
+
+
+def render(text: str, repo: Path) -> str:
+    """``text`` with every marked block replaced by the :func:`fragment` of the file it names."""
+    def replace(m: re.Match[str]) -> str:
+        source = repo / m.group("path")
+        if not source.is_file():
+            raise FileNotFoundError(f"a doc quotes {m.group('path')}, which does not exist")
+        return m.group(1) + fragment(source) + m.group(4)
+
+    return BLOCK.sub(replace, text)
+
+
+def render_docs(docs: Iterable[Path], repo: Path, write: bool = True) -> list[Path]:
+    """Render every doc; returns the docs whose text changed (written unless ``write`` is false)."""
+    changed = []
+    for doc in docs:
+        old = doc.read_text(encoding="utf-8")
+        new = render(old, repo)
+        if new != old:
+            changed.append(doc)
+            if write:
+                atomic_write_text(doc, new)
+    return changed

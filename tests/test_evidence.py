@@ -1,0 +1,46 @@
+"""Docs tables are rendered from committed evidence files, and a doc that drifts from its evidence fails here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from notellm2_pl.analysis.evidence import collect, render, render_docs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_committed_docs_match_their_evidence():
+    docs = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
+    stale = render_docs(docs, ROOT, write=False)
+    assert not stale, f"run `python -m notellm2_pl evidence render`: out of date: {[str(d) for d in stale]}"
+
+
+def test_render_replaces_marked_blocks_and_refuses_missing_files(tmp_path):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "t.md").write_text("# Title\n\n| a |\n|---|\n| 1 |\n")
+    doc = "before\n<!-- BEGIN results/t.md -->\nstale\n<!-- END results/t.md -->\nafter\n"
+    assert render(doc, tmp_path) == "before\n<!-- BEGIN results/t.md -->\n| a |\n|---|\n| 1 |\n" \
+                                    "<!-- END results/t.md -->\nafter\n"
+    with pytest.raises(FileNotFoundError, match="results/none.md"):
+        render("<!-- BEGIN results/none.md -->\n<!-- END results/none.md -->", tmp_path)
+
+
+def test_collect_copies_summaries_runs_and_provenance(tmp_path):
+    grid = tmp_path / "grid"
+    (grid / "basic-s0").mkdir(parents=True)
+    (grid / "summary.md").write_text("# s\n")
+    (grid / "summary.csv").write_text("variant\n")
+    (grid / "basic-s0" / "done.json").write_text(json.dumps({"run_id": "basic-s0", "metrics": {}, "checkpoint": "x"}))
+    (grid / "basic-s0" / "eval").mkdir()
+    (grid / "basic-s0" / "eval" / "results.json").write_text("{}")
+    files = collect(grid, tmp_path / "results" / "g", "python -m notellm2_pl ablate --grid g", repo=ROOT)
+    names = {f.relative_to(tmp_path / "results" / "g").as_posix() for f in files}
+    assert names == {"summary.md", "summary.csv", "runs/basic-s0/record.json", "runs/basic-s0/results.json",
+                     "provenance.json"}
+    prov = json.loads((tmp_path / "results" / "g" / "provenance.json").read_text())
+    assert prov["command"].endswith("--grid g") and len(prov["commit"]) == 40 and prov["machine"]["cpus"]
+    record = json.loads((tmp_path / "results" / "g" / "runs" / "basic-s0" / "record.json").read_text())
+    assert "checkpoint" not in record
