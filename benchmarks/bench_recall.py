@@ -25,6 +25,7 @@ import numpy as np
 
 from notellm2_pl.retrieval.recall import DEFAULT_KS, evaluate_pairs
 from notellm2_pl.retrieval.results import format_table
+from notellm2_pl.retrieval.scoring import DEFAULT_POOL_TILE, DEFAULT_QUERY_TILE
 
 
 def peak_rss_gb() -> float:
@@ -64,8 +65,8 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=10_000)
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--naive-queries", type=int, default=100, help="queries the naive method is timed on")
-    ap.add_argument("--query-chunk", type=int, default=1024)
-    ap.add_argument("--pool-chunk", type=int, default=8192)
+    ap.add_argument("--query-chunk", type=int, default=DEFAULT_QUERY_TILE)
+    ap.add_argument("--pool-chunk", type=int, default=DEFAULT_POOL_TILE)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 

@@ -1,7 +1,9 @@
 """The exact ranking kernel of Recall@K: each query's target's 0-based rank in the pool (docs/method.md#recall-at-k).
 
-:func:`rank_targets` counts the pool notes whose score is strictly higher than the target's. It streams over query
-and pool chunks, so memory stays bounded and every K up to the pool size costs the same.
+:func:`rank_targets` counts the pool notes whose score is strictly higher than the target's. It streams the
+(query tile x pool tile) score blocks of the shared kernel :func:`~notellm2_pl.retrieval.scoring.scan_scores` through
+a :class:`~notellm2_pl.retrieval.scoring.RankCounter`, so memory stays bounded and every K up to the pool size costs
+the same.
 
 Tie rule: a pool note j counts against the target t of query q only if ``s(q, j) > s(q, t) + tie_tol``.
 Notes that score the same as the target (within ``tie_tol``, default ``1e-6``) rank *behind* it, so a
@@ -20,6 +22,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from numpy.typing import ArrayLike
+
+from notellm2_pl.retrieval.scoring import DEFAULT_POOL_TILE, DEFAULT_QUERY_TILE, RankCounter, scan_scores
 
 
 def as_float32_matrix(x: ArrayLike | torch.Tensor, name: str) -> np.ndarray:
@@ -86,44 +90,14 @@ def _target_thresholds(tq: torch.Tensor, te: torch.Tensor, t_idx: np.ndarray, qc
     return thr
 
 
-def _count_higher(tq: torch.Tensor, te: torch.Tensor, pool_idx: np.ndarray | None, pool_size: int, thr: np.ndarray,
-                  t_pos: np.ndarray, qc: int, pc: int) -> np.ndarray:
-    """(Q,) int64 number of pool notes, other than each query's target, scoring above its threshold ``thr``."""
-    num_q = tq.shape[0]
-    ranks = np.zeros(num_q, dtype=np.int64)
-    score_flat = torch.empty(qc * pc, dtype=torch.float32)
-    mask_flat = np.empty(qc * pc, dtype=np.uint8)
-    pool_idx_t = None if pool_idx is None else torch.from_numpy(pool_idx)
-    for p0 in range(0, pool_size, pc):
-        p1 = min(p0 + pc, pool_size)
-        m = p1 - p0
-        chunk = te[p0:p1] if pool_idx_t is None else te.index_select(0, pool_idx_t[p0:p1])  # (m, d)
-        chunk_t = chunk.T  # (d, m) view: GEMM reads the row-major chunk as transposed, no copy
-        for q0 in range(0, num_q, qc):
-            q1 = min(q0 + qc, num_q)
-            b = q1 - q0
-            scores_t = score_flat[: b * m].view(b, m)  # contiguous (b, m)
-            torch.mm(tq[q0:q1], chunk_t, out=scores_t)
-            scores = scores_t.numpy()  # (b, m), same memory
-            higher = mask_flat[: b * m].reshape(b, m)  # (b, m) 0/1
-            np.greater(scores, thr[q0:q1, None], out=higher.view(bool))
-            ranks[q0:q1] += np.add.reduce(higher, axis=1, dtype=np.int32)
-            # Never count a target against itself (its column may round above its own threshold if tie_tol=0).
-            local = t_pos[q0:q1] - p0  # (b,)
-            rows = np.flatnonzero((local >= 0) & (local < m))
-            if rows.size:
-                ranks[q0 + rows] -= higher[rows, local[rows]]
-    return ranks
-
-
 def rank_targets(
     query_emb: np.ndarray,
     target_index: np.ndarray | Sequence[int],
     pool_emb: np.ndarray,
     pool_indices: np.ndarray | Sequence[int] | None = None,
     *,
-    query_chunk_size: int = 1024,
-    pool_chunk_size: int = 8192,
+    query_chunk_size: int = DEFAULT_QUERY_TILE,
+    pool_chunk_size: int = DEFAULT_POOL_TILE,
     tie_tol: float = 1e-6,
 ) -> np.ndarray:
     """Exact 0-based rank of each query's target among the pool, by chunked float32 matrix products.
@@ -131,7 +105,7 @@ def rank_targets(
     ``rank[i] = #{j in pool, j != target_index[i] : <q_i, e_j> > <q_i, e_t> + tie_tol}`` where ``e_t`` is
     ``pool_emb[target_index[i]]``. Pool notes scoring within ``tie_tol`` of the target (duplicates included)
     rank behind it (ties in the target's favour). The target's own row is excluded by index, whether or not
-    it is in ``pool_indices``. Only one ``(query_chunk_size, pool_chunk_size)`` score block exists at a time,
+    it is in ``pool_indices``. Only one ``(query_chunk_size, pool_chunk_size)`` score tile exists at a time,
     so memory is bounded for any pool size and the cost does not depend on K.
 
     Args:
@@ -158,9 +132,9 @@ def rank_targets(
     num_q = q.shape[0]
     if num_q == 0 or pool_size == 0:
         return np.zeros(num_q, dtype=np.int64)
-    tq = torch.from_numpy(q)  # (Q, d), shares memory
-    te = torch.from_numpy(e)  # (N, d), shares memory
     qc = min(query_chunk_size, num_q)
     pc = min(pool_chunk_size, pool_size)
-    thr = _target_thresholds(tq, te, t_idx, qc, tie_tol)
-    return _count_higher(tq, te, pool_idx, pool_size, thr, t_pos, qc, pc)
+    thr = _target_thresholds(torch.from_numpy(q), torch.from_numpy(e), t_idx, qc, tie_tol)
+    counter = RankCounter(thr, qc, pc)
+    scan_scores(q, e, counter, pool_rows=pool_idx, exclude=t_pos, query_tile=qc, pool_tile=pc)
+    return counter.counts

@@ -25,6 +25,7 @@ import numpy as np
 
 from notellm2_pl.retrieval.pairs import Pair, accept_pairs
 from notellm2_pl.retrieval.ranking import as_float32_matrix, rank_targets
+from notellm2_pl.retrieval.scoring import DEFAULT_POOL_TILE, DEFAULT_QUERY_TILE
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +163,8 @@ def evaluate_pairs(
     pairs: Sequence[Pair],
     ks: Sequence[int] = DEFAULT_KS,
     *,
-    query_chunk_size: int = 1024,
-    pool_chunk_size: int = 8192,
+    query_chunk_size: int = DEFAULT_QUERY_TILE,
+    pool_chunk_size: int = DEFAULT_POOL_TILE,
     tie_tol: float = 1e-6,
 ) -> EvalResult:
     """Run the whole exact Recall@K protocol (docs/method.md#recall-at-k) on one pair set.
@@ -195,8 +196,8 @@ def evaluate_subsets(
     pair_sets: Mapping[str, Sequence[Pair]],
     ks: Sequence[int] = DEFAULT_KS,
     *,
-    query_chunk_size: int = 1024,
-    pool_chunk_size: int = 8192,
+    query_chunk_size: int = DEFAULT_QUERY_TILE,
+    pool_chunk_size: int = DEFAULT_POOL_TILE,
     tie_tol: float = 1e-6,
 ) -> dict[str, EvalResult]:
     """Evaluate several pair sets (``all`` and the short/long subsets) over the same embeddings.
