@@ -7,4 +7,5 @@
 - :mod:`~notellm2_pl.retrieval.evaluation`: the test pool of a dataset, probes, and reports of several runs;
 - :mod:`~notellm2_pl.retrieval.prediction_writer`: embeddings directories (``predict`` writer and loader);
 - :mod:`~notellm2_pl.retrieval.faiss_index` and :mod:`~notellm2_pl.retrieval.search`: FAISS indexes and neighbours.
+- :mod:`~notellm2_pl.retrieval.live_index`: the live index of ``serve`` (LanceDB: upserts, deletes, filtered top-k).
 """
