@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from notellm2_pl.data.problems import DataError, LoadReport, OnError
 from notellm2_pl.data.processing import NoteProcessor, collate_pairs
 from notellm2_pl.data.prompts import TextLimits
-from notellm2_pl.data.sampling import resumable_loader
+from notellm2_pl.data.sampling import resumable_loader, trainer_progress
 from notellm2_pl.data.schema import ALL_PAIRS, Probe
 from notellm2_pl.data.synthetic import ensure_dataset, preset_config
 from notellm2_pl.data.tables import Note, Split, load_split
@@ -22,6 +22,7 @@ from notellm2_pl.data.validation import check_images
 from notellm2_pl.retrieval.pairs import derive_subsets
 
 if TYPE_CHECKING:
+    from notellm2_pl.data.streaming.source import StreamSource
     from notellm2_pl.training.module import NoteLLM2Module
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,11 @@ class NoteDataModule(L.LightningDataModule):
             (``benchmarks/bench_padding.py``) before turning it on.
         synthetic: If set (e.g. ``{preset: demo}``) and ``root`` has no dataset, generate the synthetic benchmark
             there first.
+        streaming: Serve the data from litdata optimized chunks written by ``python -m notellm2_pl prepare ROOT
+            OUT`` (a folder or an object-store URL) instead of loading ``root`` into memory: for catalogues that do
+            not fit (docs/data.md, "Streaming data"). Evaluation batches are those of the in-memory path; training
+            takes litdata's shuffle (the same pairs per epoch, another order). None: the in-memory path.
+        streaming_cache: Local folder where litdata caches the chunks of a ``streaming`` URL (None: its default).
     """
 
     def __init__(
@@ -86,6 +92,8 @@ class NoteDataModule(L.LightningDataModule):
         check_images: bool = True,
         length_bucketing: int = 0,
         synthetic: dict[str, Any] | None = None,
+        streaming: str | None = None,
+        streaming_cache: str | None = None,
     ) -> None:
         super().__init__()
         if not check_images and on_error == "skip":
@@ -99,6 +107,8 @@ class NoteDataModule(L.LightningDataModule):
         self.report = LoadReport()
         self.val_pairs: list[tuple[str, str]] = []
         self.val_pool_ids: list[str] = []
+        self._val_positions: list[int] = []  # streaming: the pool's positions in the prepared train notes
+        self._stream: StreamSource | None = None
 
     def prepare_data(self) -> None:
         if self.hparams.synthetic is not None:
@@ -112,6 +122,15 @@ class NoteDataModule(L.LightningDataModule):
             raise ValueError("The vision feature cache needs deterministic training transforms: set "
                              "--data.train_flip false, or --model.encoder.feature_cache false.")
         self.processor = NoteProcessor(module.note_format(), self.limits, hp.max_tokens, hp.probe, hp.train_flip)
+
+    @property
+    def stream(self) -> StreamSource | None:
+        """The prepared streaming data (``streaming`` set), else None."""
+        if self._stream is None and self.hparams.streaming:
+            from notellm2_pl.data.streaming.source import StreamSource  # optional dependency: litdata
+
+            self._stream = StreamSource(self.hparams.streaming, self.hparams.streaming_cache)
+        return self._stream
 
     def _split(self, name: str) -> Split:
         if name not in self.splits:
@@ -135,6 +154,13 @@ class NoteDataModule(L.LightningDataModule):
             if self.trainer is None or self.trainer.lightning_module is None:
                 raise RuntimeError("NoteDataModule needs the model's note format: call dm.attach(module) first.")
             self.attach(self.trainer.lightning_module)
+        if self.stream is not None:
+            if stage in ("fit", "validate"):
+                self.val_pairs = self.stream.pair_sets("val")[ALL_PAIRS]
+                self.val_pool_ids, self._val_positions = self.stream.val_pool(self.val_pairs,
+                                                                              self.hparams.val_pool_extra,
+                                                                              self.hparams.seed)
+            return
         if stage in ("fit", "validate"):
             train = self._split("train")
             self.val_pairs = self._split("val").pairs[ALL_PAIRS]
@@ -154,6 +180,8 @@ class NoteDataModule(L.LightningDataModule):
                           num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
+        if self.stream is not None:
+            return self._stream_train_loader()
         split = self._split("train")
         ds = PairDataset(split.pairs[ALL_PAIRS], split.notes, self.processor)
         # drop_last: every rank contributes the same number of notes to the gathered contrastive batch.
@@ -167,32 +195,59 @@ class NoteDataModule(L.LightningDataModule):
                                 bucket_pool=pool, collate_fn=collate_pairs, drop_last=True, num_workers=nw,
                                 persistent_workers=nw > 0)
 
+    def _stream_train_loader(self) -> DataLoader:
+        """Training pairs streamed by litdata (sharded by rank and worker, resumable mid-epoch)."""
+        hp = self.hparams
+        if hp.length_bucketing:
+            raise ValueError("data.length_bucketing needs the in-memory path (it sorts the whole epoch); set it to 0 "
+                             "with data.streaming.")
+        self._check_no_feature_store()
+        progress = trainer_progress(self.trainer) if self.trainer is not None else None
+        return self.stream.train_loader(self.processor, hp.batch_size, hp.seed, progress=progress,
+                                        num_workers=hp.num_workers)
+
+    def _check_no_feature_store(self) -> None:
+        if self.processor.fmt.feature_store is not None:
+            raise ValueError("The on-disk feature store keys images by their file (path, size, mtime), which prepared "
+                             "streaming data does not keep: with data.streaming set "
+                             "--model.encoder.feature_cache_dir null (the in-memory feature cache still works).")
+
+    def _pool(self, split: str) -> Dataset:
+        """The evaluation pool of ``val``, ``test`` or ``train`` as a dataset of processed notes."""
+        if self.stream is not None:
+            self._check_no_feature_store()
+            positions = self._val_positions if split == "val" else None
+            return self.stream.notes_dataset(split, self.processor, positions)
+        if split == "val":
+            return NoteDataset(self.val_pool_ids, self._split("train").notes, self.processor)
+        return NoteDataset(self.pool_ids(split), self._split(split).notes, self.processor)
+
     def val_dataloader(self) -> DataLoader:
-        ds = NoteDataset(self.val_pool_ids, self._split("train").notes, self.processor)
-        return self._loader(ds, False, collate_notes, self.hparams.eval_batch_size, drop_last=False)
+        return self._loader(self._pool("val"), False, collate_notes, self.hparams.eval_batch_size, drop_last=False)
 
     def pool_ids(self, split: str) -> list[str]:
         """The evaluation pool of a split: all its notes, sorted by id (a deterministic order on every run)."""
+        if self.stream is not None:
+            return list(self.stream.pool_ids(split))
         return sorted(self._split(split).notes)
 
     def test_pair_sets(self) -> dict[str, list[tuple[str, str]]]:
         """Pair sets of the test split: ``all`` plus the subset files, or subsets derived from raw text length."""
-        split = self._split("test")
-        if len(split.pairs) > 1:
-            return dict(split.pairs)
+        sets = self.stream.pair_sets("test") if self.stream is not None else dict(self._split("test").pairs)
+        if len(sets) > 1:
+            return sets
         hp = self.hparams
-        pairs = split.pairs[ALL_PAIRS]
-        return {ALL_PAIRS: pairs, **derive_subsets(pairs, text_lengths(split.notes), hp.short_max_chars,
-                                                   hp.long_min_chars)}
+        pairs = sets[ALL_PAIRS]
+        stream = self.stream
+        lengths = stream.raw_lengths("test") if stream is not None else text_lengths(self._split("test").notes)
+        return {ALL_PAIRS: pairs, **derive_subsets(pairs, lengths, hp.short_max_chars, hp.long_min_chars)}
 
     def test_dataloader(self) -> DataLoader:
-        ds = NoteDataset(self.pool_ids("test"), self._split("test").notes, self.processor)
-        return self._loader(ds, False, collate_notes, self.hparams.eval_batch_size, drop_last=False)
+        return self._loader(self._pool("test"), False, collate_notes, self.hparams.eval_batch_size, drop_last=False)
 
     def predict_dataloader(self) -> DataLoader:
-        split = self.hparams.predict_split
-        ds = NoteDataset(self.pool_ids(split), self._split(split).notes, self.processor)
-        return self._loader(ds, False, collate_notes, self.hparams.eval_batch_size, drop_last=False)
+        return self._loader(self._pool(self.hparams.predict_split), False, collate_notes,
+                            self.hparams.eval_batch_size, drop_last=False)
 
 
 def text_lengths(notes: dict[str, Note]) -> dict[str, int]:

@@ -12,6 +12,7 @@ Mode handling (docs/data.md has the full table):
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -31,11 +32,12 @@ _HINT = ("Fix or remove the file, or pass --data.on_error skip to skip (and coun
          "`python -m notellm2_pl validate-data ROOT --on-error skip` lists them all.")
 
 
-def decode_image(path: str | Path) -> tuple[Image.Image, str | None]:
-    """Decode an image file to an RGB ``PIL.Image`` with the module's defined mode handling.
+def decode_image(path: str | Path, data: bytes | None = None) -> tuple[Image.Image, str | None]:
+    """Decode an image file (or its bytes) to an RGB ``PIL.Image`` with the module's defined mode handling.
 
     Args:
-        path: Image file.
+        path: Image file; with ``data``, only the name used in messages.
+        data: The file's bytes (notes read from prepared streaming chunks carry them); None: read ``path``.
 
     Returns:
         (RGB image, original mode if it was converted with a counted warning, else None).
@@ -44,10 +46,10 @@ def decode_image(path: str | Path) -> tuple[Image.Image, str | None]:
         DataError: ``missing_image``, ``bad_image`` or ``unsupported_image_mode`` (see ``err.code``); the message
             names the file and what to do.
     """
-    if not os.path.isfile(path):
+    if data is None and not os.path.isfile(path):
         raise DataError(f"Image file not found: {path}. {_HINT}", code="missing_image", where=str(path))
     try:
-        with Image.open(path) as img:
+        with Image.open(path if data is None else io.BytesIO(data)) as img:
             img.load()
             return _to_rgb(img)
     except DataError:
@@ -85,13 +87,14 @@ def _to_rgb(img: Image.Image) -> tuple[Image.Image, str | None]:
                         code="unsupported_image_mode") from err
 
 
-def load_image(path: str) -> Image.Image:
-    """Decode an image to RGB; a missing or undecodable file raises DataError naming it (never a blank image).
+def load_image(path: str, data: bytes | None = None) -> Image.Image:
+    """Decode an image (the file, or ``data``: its bytes) to RGB; a missing or undecodable one raises DataError
+    naming it (never a blank image).
 
     Conversions (:func:`decode_image`) are counted when the data is checked at setup
     (:func:`notellm2_pl.data.validation.check_images`), not here.
     """
-    return decode_image(path)[0]
+    return decode_image(path, data)[0]
 
 
 def build_image_transform(cfg: ImageConfig, train_flip: bool = False) -> Callable[[Image.Image], torch.Tensor]:

@@ -122,7 +122,8 @@ class NoteProcessor:
         if key and store.has(key):  # features on disk: skip decoding (the model reads them by key)
             return {"pixel_values": torch.zeros(3, size, size), "image_key": key, "pixels_skipped": True}
         tf = self._train_tf if train else self._eval_tf
-        return {"pixel_values": tf(load_image(note.image)), "image_key": key, "pixels_skipped": False}
+        pixels = tf(load_image(note.image, note.image_bytes))
+        return {"pixel_values": pixels, "image_key": key, "pixels_skipped": False}
 
 
 def _file_key(path: str, cfg: ImageConfig) -> str:

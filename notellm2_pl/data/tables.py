@@ -54,13 +54,18 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Note:
-    """One item. ``raw_len`` is the character length of title + content before any truncation."""
+    """One item. ``raw_len`` is the character length of title + content before any truncation.
+
+    ``image`` is the image file's path; notes read from prepared streaming chunks also carry the file's bytes in
+    ``image_bytes`` (decoded from them, ``image`` then only names the file).
+    """
 
     note_id: str
     title: str
     topics: list[str]
     content: str
     image: str | None
+    image_bytes: bytes | None = field(default=None, repr=False)
 
     @property
     def raw_len(self) -> int:
