@@ -53,6 +53,7 @@ def test_uncached_hub_weights_fail_within_seconds(tmp_path, monkeypatch, capsys)
     assert err.startswith("error: Cannot load ") and "huggingface-cli download" in err
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_gpu_recipe_without_gpu_says_how_to_run_on_cpu(tmp_path):
     run = _fit([], tmp_path / "empty_hub_cache")

@@ -80,6 +80,7 @@ def test_module_switches_to_manual_optimisation_and_refuses_deepspeed(ckpts):
         check_strategy(SimpleNamespace(strategy=DeepSpeedStrategy()))
 
 
+@pytest.mark.slow
 def test_grad_cache_fit_runs_in_a_trainer(ckpts, tmp_path):
     """Two manual-optimisation steps in a real Trainer: parameters move, the scheduler steps, the loss is logged."""
     import lightning as L

@@ -17,6 +17,8 @@ from omegaconf import OmegaConf
 
 from notellm2_pl.analysis.grid import read_header
 
+pytestmark = pytest.mark.slow  # 66 config loads through every command: end to end
+
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p.relative_to(ROOT) for p in (ROOT / "recipes").rglob("*.yaml"))
 INTERPOLATING = [r for r in RECIPES if "${" in (ROOT / r).read_text()] + [
