@@ -8,17 +8,24 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from notellm2_pl.analysis.modality_check import difference_noise, format_modality_check, modality_check
+from notellm2_pl.analysis.modality_check import (
+    difference_noise,
+    format_modality_check,
+    modality_check,
+    paired_noise,
+)
 
 
 def test_fires_on_an_image_drowned_model():
-    recalls = {"full": {"all": 0.14, "longquery": 0.09}, "only_text": {"all": 0.19, "longquery": 0.16},
+    recalls = {"full": {"all": 0.12, "longquery": 0.09}, "only_text": {"all": 0.19, "longquery": 0.16},
                "only_image": {"all": 0.04, "longquery": 0.03}}
     found = modality_check(recalls, {"all": 400, "longquery": 150})
     assert [(f.subset, f.probe) for f in found] == [("all", "only_text"), ("longquery", "only_text")]
-    assert found[0].margin > 1.0
+    assert found[0].significant and found[0].margin > 2.0  # 0.07 on 400 queries
+    assert not found[1].significant  # 0.07 on 150 queries: 1.8 standard errors
     text = format_modality_check(found, k=10, label="notellm2")
-    assert "WARNING" in text and "full 0.140 < only_text 0.190" in text and "image drowns the text" in text
+    assert "WARNING" in text and "full 0.120 < only_text 0.190" in text and "image drowns the text" in text
+    assert "longquery: full 0.090 < only_text 0.160 (1.8 standard errors, n=150): within noise." in text
 
 
 def test_silent_on_a_healthy_model_and_within_noise():
@@ -26,7 +33,9 @@ def test_silent_on_a_healthy_model_and_within_noise():
     assert modality_check(healthy, {"all": 400}) == []
     assert "ok" in format_modality_check([], k=10)
     close = {"full": {"all": 0.50}, "only_text": {"all": 0.51}}  # 0.01 on 100 queries: well inside one SE (0.07)
-    assert modality_check(close, {"all": 100}) == []
+    (finding,) = modality_check(close, {"all": 100})
+    assert not finding.significant
+    assert "ok within noise" in format_modality_check([finding], k=10)
 
 
 def test_text_drowning_the_image_is_named_too():
@@ -87,10 +96,18 @@ def test_ablate_summary_has_the_modality_check():
                    "recall/all/only_image/R@10": 0.05}
         return {"name": name, "seed": seed, "metrics": metrics, "num_queries": {"all": 368}}
 
-    records = [record("basic", 0, 0.17, 0.16), record("notellm2", 0, 0.11, 0.17), record("notellm2", 1, 0.16, 0.16)]
+    records = [record("basic", 0, 0.17, 0.16), record("notellm2", 0, 0.08, 0.17), record("notellm2", 1, 0.12, 0.16)]
     md = summary_markdown("quick", ["basic", "notellm2"], records)
     assert "## Modality check" in md
-    assert "modality check (notellm2), Recall@10: WARNING" in md and "full 0.135 < only_text 0.165" in md
+    assert "modality check (notellm2), Recall@10: WARNING" in md and "full 0.100 < only_text 0.165" in md
     assert "(basic)" not in md
     healthy = summary_markdown("quick", ["basic"], [record("basic", 0, 0.17, 0.16)])
     assert "ok: every variant's full input" in healthy
+
+
+def test_paired_noise_is_the_standard_error_of_per_query_differences():
+    a = np.array([1, 1, 0, 0, 1, 0, 1, 1], dtype=bool)
+    b = np.array([1, 0, 0, 0, 1, 0, 0, 1], dtype=bool)
+    d = a.astype(float) - b
+    assert math.isclose(paired_noise(a, b), d.std(ddof=1) / math.sqrt(8))
+    assert paired_noise(a, a) == 1 / 8  # identical hits: one query's worth, never zero

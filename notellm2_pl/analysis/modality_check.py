@@ -6,8 +6,11 @@ other: below ``only_text`` the image drowns the text (weak images mixed in too s
 text drowns the image (the image neglect that mICL and late fusion exist to fix). The probes are defined in
 docs/method.md#only-image-and-only-text-probes.
 
-Noise is the standard error of the difference of two Recall@K estimates over the same ``n`` queries, taken as
-independent binomials (an upper bound for paired runs): ``sqrt(p_full (1 - p_full) / n + p_probe (1 - p_probe) / n)``.
+Every subset where a probe scores above the full input is reported with its margin in standard errors of the
+difference; a margin of at least :data:`MIN_MARGIN` (2) is a WARNING, a smaller one a note "within noise".
+With per-query ranks (``evaluate``) the standard error is the paired one, ``std(hit_full - hit_probe) / sqrt(n)``
+over the same queries; from summaries alone (the ``ablate`` table) it is that of two independent binomials,
+``sqrt(p_full (1 - p_full) / n + p_probe (1 - p_probe) / n)``, which overstates the noise of a paired comparison.
 """
 
 from __future__ import annotations
@@ -19,8 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from notellm2_pl.data.schema import EMBEDDING_KEYS, PROBES
 from notellm2_pl.retrieval.recall import EvalResult
+
+MIN_MARGIN = 2.0
+"""Standard errors by which a probe must lead the full input for a WARNING (below: a note, within noise)."""
 
 PROBE_ADVICE = {
     "only_text": ("the image drowns the text. Try: basic and mICL-alone variants on your data "
@@ -54,6 +62,11 @@ class ModalityFinding:
     noise: float
 
     @property
+    def significant(self) -> bool:
+        """Whether the probe leads by at least :data:`MIN_MARGIN` standard errors."""
+        return self.margin >= MIN_MARGIN
+
+    @property
     def margin(self) -> float:
         """How far the probe is above the full input, in standard errors."""
         return (self.probe_recall - self.full) / self.noise if self.noise > 0 else math.inf
@@ -66,14 +79,22 @@ def difference_noise(p_a: float, p_b: float, n: int) -> float:
     return math.sqrt(max(p_a * (1 - p_a), 0.0) / n + max(p_b * (1 - p_b), 0.0) / n)
 
 
+def paired_noise(hits_a: np.ndarray, hits_b: np.ndarray) -> float:
+    """Standard error of ``mean(hits_a) - mean(hits_b)`` over the same queries (0/1 hits, one per query)."""
+    d = np.asarray(hits_a, dtype=np.float64) - np.asarray(hits_b, dtype=np.float64)
+    if d.size < 2:
+        return math.inf
+    return float(d.std(ddof=1) / math.sqrt(d.size)) or 1.0 / d.size  # all differences equal: one query's worth
+
+
 def modality_check(recalls: Mapping[str, Mapping[str, float]], num_queries: Mapping[str, int],
-                   min_margin: float = 1.0) -> list[ModalityFinding]:
-    """Subsets where the full input scores below a probe by more than ``min_margin`` standard errors.
+                   noise: Mapping[tuple[str, str], float] | None = None) -> list[ModalityFinding]:
+    """Subsets where a probe scores above the full input (any margin; :attr:`ModalityFinding.significant` tells).
 
     Args:
         recalls: ``{probe: {subset: Recall@K}}`` with probe ``full`` and any of ``only_text`` / ``only_image``.
         num_queries: ``{subset: queries}``.
-        min_margin: Standard errors the probe must lead by to count (1.0: one standard error).
+        noise: ``{(probe, subset): standard error}`` where known (paired); else the independent-binomial one.
 
     Returns:
         The findings, in subset order of ``recalls["full"]``; empty for a healthy model.
@@ -83,34 +104,34 @@ def modality_check(recalls: Mapping[str, Mapping[str, float]], num_queries: Mapp
         n = int(num_queries.get(subset, 0))
         for probe in ("only_text", "only_image"):
             value = recalls.get(probe, {}).get(subset)
-            if value is None or full is None or math.isnan(value) or math.isnan(full):
+            if value is None or full is None or math.isnan(value) or math.isnan(full) or value <= full:
                 continue
-            noise = difference_noise(full, value, n)
-            if value - full > min_margin * noise:
-                findings.append(ModalityFinding(subset, probe, full, value, n, noise))
+            se = (noise or {}).get((probe, subset), difference_noise(full, value, n))
+            findings.append(ModalityFinding(subset, probe, full, value, n, se))
     return findings
 
 
 def check_results(results: Mapping[str, Mapping[str, EvalResult]], k: int = 10,
                   key: str = EMBEDDING_KEYS[0]) -> list[ModalityFinding]:
-    """:func:`modality_check` over evaluation results named ``{probe}/{key}`` (what ``evaluate`` produces).
+    """:func:`modality_check` over evaluation results named ``{probe}/{key}`` (what ``evaluate`` produces), with
+    the paired standard error from the per-query ranks.
 
     Args:
         results: ``{run name: {pair set: EvalResult}}``; runs of other keys or without Recall@``k`` are ignored.
         k: The K of Recall@K to compare.
         key: Embedding key whose probes are compared (``e_m``: the note embedding).
     """
-    recalls: dict[str, dict[str, float]] = {}
-    counts: dict[str, int] = {}
-    for name, subsets in results.items():
-        probe, _, run_key = name.partition("/")
-        if run_key != key or probe not in PROBES:
-            continue
-        for subset, res in subsets.items():
-            if k in res.recalls:
-                recalls.setdefault(probe, {})[subset] = res.recalls[k]
-                counts[subset] = res.num_queries
-    return modality_check(recalls, counts)
+    runs = {name.partition("/")[0]: subsets for name, subsets in results.items()
+            if name.partition("/")[2] == key and name.partition("/")[0] in PROBES}
+    recalls = {p: {s: r.recalls[k] for s, r in subsets.items() if k in r.recalls} for p, subsets in runs.items()}
+    counts = {s: r.num_queries for s, r in runs.get("full", {}).items()}
+    noise = {}
+    for probe in ("only_text", "only_image"):
+        for subset, res in runs.get(probe, {}).items():
+            full = runs.get("full", {}).get(subset)
+            if full is not None and len(full.ranks) == len(res.ranks):
+                noise[(probe, subset)] = paired_noise(np.asarray(full.ranks) < k, np.asarray(res.ranks) < k)
+    return modality_check(recalls, counts, noise)
 
 
 def check_records(records: Sequence[Mapping[str, Any]], name: str, k: int = 10) -> list[ModalityFinding]:
@@ -148,8 +169,11 @@ def format_modality_check(findings: list[ModalityFinding], k: int, label: str = 
     head = f"modality check{f' ({label})' if label else ''}, Recall@{k}:"
     if not findings:
         return f"{head} ok: the full note scores at least as well as its text alone and its image alone."
-    lines = [f"{head} WARNING"]
+    strong = [f for f in findings if f.significant]
+    lines = [f"{head} " + ("WARNING" if strong else f"ok within noise (no probe leads by {MIN_MARGIN:g} standard "
+                                                     "errors)")]
     for f in findings:
-        lines.append(f"  {f.subset}: full {f.full:.3f} < {f.probe} {f.probe_recall:.3f} "
-                     f"({f.margin:.1f} standard errors, n={f.num_queries}): {PROBE_ADVICE[f.probe]}.")
+        where = (f"  {f.subset}: full {f.full:.3f} < {f.probe} {f.probe_recall:.3f} "
+                 f"({f.margin:.1f} standard errors, n={f.num_queries})")
+        lines.append(f"{where}: {PROBE_ADVICE[f.probe]}." if f.significant else f"{where}: within noise.")
     return "\n".join(lines)
