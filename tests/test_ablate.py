@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -268,26 +266,13 @@ def test_reuse_counts_runs_finished_in_other_folders(grid, tmp_path, capsys):
 @pytest.mark.slow
 def test_ablate_cli_tiny_real_run(tmp_path, tiny_ckpts):
     """fit -> evaluate -> saliency -> marker -> reports through the real CLI on tiny backbones."""
+    from _tiny_grid import run_tiny_grid
+
     from notellm2_pl.data.synthetic import PRESETS, generate
 
     data = tmp_path / "data"
     generate(data, PRESETS["tiny"])
-    grid = tmp_path / "grid.yaml"
-    grid.write_text(yaml.safe_dump({"name": "tiny", "seeds": [0], "saliency_batches": 1,
-                                    "evaluate_args": ["--ks", "10,100", "--batch_size", "32"],
-                                    "saliency_args": ["--batch_size", "2"],
-                                    "runs": [{"name": "basic", "recipe": "recipes/ablations/demo/basic.yaml"}]}))
-    vision = json.dumps({"class_path": "CLIPVision", "init_args": {"pretrained": tiny_ckpts["clip"]}})
-    overrides = ["--data.root", str(data), "--data.synthetic", "null", "--data.batch_size", "4",
-                 "--data.val_pool_extra", "20", "--model.llm.init_args.pretrained", tiny_ckpts["qwen2"],
-                 "--model.vision", vision, "--model.connector.init_args.hidden_size", "32",
-                 "--model.connector.init_args.num_heads", "2", "--trainer.max_steps", "2",
-                 "--trainer.val_check_interval", "2"]
-    out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "notellm2_pl", "ablate", "--grid", str(grid), "--out", str(out), "--", *overrides]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env, check=False)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    out = run_tiny_grid(tmp_path, data, tiny_ckpts)
     (run_dir,) = [p for p in out.iterdir() if p.name.startswith("basic-s0-")]
     record = json.loads((run_dir / MARKER).read_text())
     assert (run_dir / "checkpoints" / "best.ckpt").exists()
@@ -297,4 +282,3 @@ def test_ablate_cli_tiny_real_run(tmp_path, tiny_ckpts):
     hp, scalars = read_run_events(out / "tb" / run_dir.name)
     assert hp["micl"] == "false" and hp["late_fusion"] == "false" and hp["variant"] == "basic"
     assert scalars["recall/all/full/R@10"] == pytest.approx(record["metrics"]["recall/all/full/R@10"], abs=1e-6)
-    assert "| basic | full |" in (out / "summary.md").read_text()

@@ -260,30 +260,8 @@ def test_duckdb_and_spark_return_identical_pairs(synth_dir, tmp_path):
 @pytest.mark.slow
 def test_mined_pairs_fit_and_evaluate(synth_dir, synth_log, tiny_ckpts, tmp_path):
     """logs -> mine-pairs -> fit -> evaluate through the real CLI on tiny backbones (the ablate runner)."""
-    import json
-    import os
-    import subprocess
-    import sys
-
-    import yaml
+    from _tiny_grid import run_tiny_grid
 
     data = tmp_path / "mined"
     assert mine_main(["--logs", str(synth_log), "--catalogue", str(synth_dir), "--out", str(data)]) == 0
-    grid = tmp_path / "grid.yaml"
-    grid.write_text(yaml.safe_dump({"name": "mined", "seeds": [0], "saliency_batches": 1,
-                                    "evaluate_args": ["--ks", "10,100", "--batch_size", "32"],
-                                    "saliency_args": ["--batch_size", "2"],
-                                    "runs": [{"name": "basic", "recipe": "recipes/ablations/demo/basic.yaml"}]}))
-    vision = json.dumps({"class_path": "CLIPVision", "init_args": {"pretrained": tiny_ckpts["clip"]}})
-    overrides = ["--data.root", str(data), "--data.synthetic", "null", "--data.batch_size", "4",
-                 "--data.val_pool_extra", "20", "--model.llm.init_args.pretrained", tiny_ckpts["qwen2"],
-                 "--model.vision", vision, "--model.connector.init_args.hidden_size", "32",
-                 "--model.connector.init_args.num_heads", "2", "--trainer.max_steps", "2",
-                 "--trainer.val_check_interval", "2"]
-    out = tmp_path / "out"
-    root = Path(__file__).resolve().parents[1]
-    cmd = [sys.executable, "-m", "notellm2_pl", "ablate", "--grid", str(grid), "--out", str(out), "--", *overrides]
-    res = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600, check=False,
-                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    assert "| basic | full |" in (out / "summary.md").read_text()
+    run_tiny_grid(tmp_path, data, tiny_ckpts, name="mined")
