@@ -87,12 +87,18 @@ def _collect_run(run_dir: Path, dest: Path) -> list[Path]:
 
 
 def fragment(path: Path) -> str:
-    """What a doc shows of an evidence file: a markdown file without its title line, else the file in a code block."""
+    """What a doc shows of an evidence file: a markdown file without its title line and with its headings two levels
+    down (it sits inside a doc's section), else the file in a code block."""
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".md":
         lines = text.splitlines()
         if lines and lines[0].startswith("# "):
             lines = lines[1:]
+        fenced = False
+        for i, line in enumerate(lines):
+            fenced ^= line.startswith("```")
+            if not fenced and line.startswith("#"):
+                lines[i] = "##" + line
         return "\n".join(lines).strip("\n") + "\n"
     return f"```\n{text.rstrip()}\n```\n"
 
