@@ -84,7 +84,8 @@ def paired_noise(hits_a: np.ndarray, hits_b: np.ndarray) -> float:
     d = np.asarray(hits_a, dtype=np.float64) - np.asarray(hits_b, dtype=np.float64)
     if d.size < 2:
         return math.inf
-    return float(d.std(ddof=1) / math.sqrt(d.size)) or 1.0 / d.size  # all differences equal: one query's worth
+    se = float(d.std(ddof=1) / math.sqrt(d.size))
+    return se if se > 0 else 1.0 / d.size  # every difference equal: count one query's worth, never zero
 
 
 def modality_check(recalls: Mapping[str, Mapping[str, float]], num_queries: Mapping[str, int],
