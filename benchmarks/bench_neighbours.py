@@ -129,7 +129,7 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--k", type=int, default=10, help="neighbours per note in the table")
     ap.add_argument("--gemm-tiles", default=GEMM_TILES)
-    ap.add_argument("--kernel-tiles", default="2048x2048,1024x8192", help="tile shapes the exact paths run with")
+    ap.add_argument("--kernel-tiles", default="1024x1024,2048x2048", help="tile shapes the exact paths run with")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "cpu_neighbours.jsonl"))
     args = ap.parse_args()

@@ -56,14 +56,16 @@ def test_exact_table_equals_brute_force(tmp_path, k: int) -> None:
     _assert_same(_as_dict(table), _brute(cat, k))
 
 
-def test_exact_topk_tiles_and_ties() -> None:
+@pytest.mark.parametrize("workers", [1, 3])
+def test_exact_topk_tiles_and_ties(workers: int) -> None:
+    """Every tile shape and worker count gives the stable-argsort order, exact ties included."""
     rng = np.random.default_rng(1)
     e = (rng.integers(-2, 3, size=(300, 8)) / 4).astype(np.float32)  # exact dot products: many exact ties
     s = e.astype(np.float64) @ e.astype(np.float64).T
     np.fill_diagonal(s, -np.inf)
     want = np.argsort(-s, axis=1, kind="stable")[:, :20]
     for qt, pt in [(2048, 2048), (7, 33), (1, 1), (64, 5)]:
-        _, rows = exact_topk(e, e, 20, exclude=np.arange(300), query_tile=qt, pool_tile=pt)
+        _, rows = exact_topk(e, e, 20, exclude=np.arange(300), query_tile=qt, pool_tile=pt, workers=workers)
         assert np.array_equal(rows, want), (qt, pt)
 
 

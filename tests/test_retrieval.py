@@ -133,10 +133,11 @@ def test_rank_targets_chunking_invariant() -> None:
     e = _unit(rng, 1000, 24)
     q_rows, t_rows = np.arange(50), np.arange(50, 100)
     pool = np.arange(50, 1000)
-    base = rank_targets(e[q_rows], t_rows, e, pool, query_chunk_size=10_000, pool_chunk_size=10_000)
+    base = rank_targets(e[q_rows], t_rows, e, pool, query_chunk_size=10_000, pool_chunk_size=10_000, workers=1)
     for qc, pc in [(1, 950), (50, 1), (3, 17), (64, 128), (7, 999)]:
-        got = rank_targets(e[q_rows], t_rows, e, pool, query_chunk_size=qc, pool_chunk_size=pc)
-        assert np.array_equal(got, base), (qc, pc)
+        for workers in (1, 2, 4):  # threads split the queries; each reduces its own rows
+            got = rank_targets(e[q_rows], t_rows, e, pool, query_chunk_size=qc, pool_chunk_size=pc, workers=workers)
+            assert np.array_equal(got, base), (qc, pc, workers)
 
 
 def test_rank_targets_pool_none_and_target_outside_pool() -> None:

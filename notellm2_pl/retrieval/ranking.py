@@ -99,6 +99,7 @@ def rank_targets(
     query_chunk_size: int = DEFAULT_QUERY_TILE,
     pool_chunk_size: int = DEFAULT_POOL_TILE,
     tie_tol: float = 1e-6,
+    workers: int | None = None,
 ) -> np.ndarray:
     """Exact 0-based rank of each query's target among the pool, by chunked float32 matrix products.
 
@@ -117,6 +118,7 @@ def rank_targets(
         query_chunk_size: Queries per score block.
         pool_chunk_size: Pool rows per score block.
         tie_tol: Scores at most this much above the target's score count as ties (in the target's favour).
+        workers: Worker threads of the kernel (``None``: torch's thread count).
 
     Returns:
         (Q,) int64 ranks, each in ``[0, P]``.
@@ -136,5 +138,5 @@ def rank_targets(
     pc = min(pool_chunk_size, pool_size)
     thr = _target_thresholds(torch.from_numpy(q), torch.from_numpy(e), t_idx, qc, tie_tol)
     counter = RankCounter(thr, qc, pc)
-    scan_scores(q, e, counter, pool_rows=pool_idx, exclude=t_pos, query_tile=qc, pool_tile=pc)
+    scan_scores(q, e, counter, pool_rows=pool_idx, exclude=t_pos, query_tile=qc, pool_tile=pc, workers=workers)
     return counter.counts
