@@ -286,3 +286,26 @@ def test_image_relevance_draws_random_images_for_the_rest():
     full = dataclasses.replace(cfg, image_relevance=1.0)
     clusters, notes, *_ = _build_structure(full)
     assert all(v == clusters[n.cid].visual for (_, _, v, _), n in zip(_render_jobs(full, clusters, notes), notes))
+
+
+def test_held_out_validation_clusters_are_unseen_in_training() -> None:
+    """``val_cluster_fraction``: val pairs are a matching inside held-out train-side clusters no training pair uses."""
+    from notellm2_pl.data.synthetic.dataset import _build_structure
+
+    cfg = dataclasses.replace(PRESETS["demo"], val_cluster_fraction=0.15, num_clusters=120)
+    clusters, notes, pairs, *_ = _build_structure(cfg)
+    held = {c.cid for c in clusters if c.held_out}
+    assert all(clusters[c].split == "train" for c in held)
+    assert 0.10 * 120 <= len(held) <= 0.20 * 120
+    train_notes = {i for p in pairs["train"] for i in p}
+    val_notes = [i for p in pairs["val"] for i in p]
+    assert not train_notes & set(val_notes)
+    assert len(val_notes) == len(set(val_notes)) == 2 * cfg.test_pairs_per_cluster * len(held)
+    assert {notes[i].cid for i in val_notes} == held
+    assert all(notes[a].cid == notes[b].cid for a, b in pairs["val"])
+    assert all(notes[i].split == "train" for i in val_notes)  # notes_train.csv, so the val pool can hold them
+    plain_clusters, _, plain_pairs, *_ = _build_structure(dataclasses.replace(cfg, val_cluster_fraction=0.0))
+    assert not any(c.held_out for c in plain_clusters)
+    assert {notes[a].cid for a, _ in plain_pairs["val"]} <= {c.cid for c in plain_clusters if c.split == "train"}
+    with pytest.raises(ValueError, match="val_cluster_fraction"):
+        SyntheticConfig(val_cluster_fraction=0.8)

@@ -22,6 +22,12 @@ class EncoderConfig:
         gate_init: Initial late-fusion gate value ``z`` (the weight on the LLM state; ``1 - z`` goes to the image).
             None: the paper's bias-free gate, ``z`` about 0.5 at the start. A value such as 0.95 adds a learnable
             bias starting at ``logit(z)``: the gate starts closed to the image, which then has to earn its weight.
+        fusion_scales: Candidate strengths of late fusion at inference, chosen on validation
+            (docs/method.md#late-fusion-strength-chosen-on-validation). Training always uses the full gate; at every
+            validation pass the embeddings ``h + s (g - h)`` (``h`` the LLM state, ``g`` the gated mix) are scored for
+            each ``s`` here, the best validation Recall@K wins (ties: the larger ``s``) and is stored in the model
+            (checkpoints and exports carry it). Empty (default): always ``s = 1``, the paper's late fusion. Example:
+            ``[0.0, 0.25, 0.5, 0.75, 1.0]``; 0 keeps the image only inside the LLM (mICL's in-context image).
         embed_dim: Output dimension ``d`` of the linear head (0: no head, the raw hidden state, for zero-shot
             baselines).
         prompt_preset: ``en`` (default) or ``zh`` (the original Chinese prompts, exactly).
@@ -42,6 +48,7 @@ class EncoderConfig:
     micl: bool = True
     late_fusion: bool = True
     gate_init: float | None = None
+    fusion_scales: tuple[float, ...] = ()
     embed_dim: int = 64
     prompt_preset: Literal["en", "zh"] = "en"
     splice_mode: Literal["insert", "replace"] = "insert"
@@ -54,6 +61,7 @@ class EncoderConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "image_tokens", tuple(self.image_tokens))
+        object.__setattr__(self, "fusion_scales", tuple(float(s) for s in self.fusion_scales or ()))
         _check_choice("prompt_preset", self.prompt_preset, PROMPT_PRESETS)
         _check_choice("splice_mode", self.splice_mode, SPLICE_MODES)
         _check_choice("new_token_init", self.new_token_init, TOKEN_INITS)
@@ -63,6 +71,9 @@ class EncoderConfig:
         if self.gate_init is not None and not 0.0 < float(self.gate_init) < 1.0:
             raise ValueError(f"model.encoder.gate_init must be in (0, 1) (or null: the paper's gate), got "
                              f"{self.gate_init}. Example: model.encoder.gate_init: 0.95.")
+        if self.fusion_scales and (not self.late_fusion or not all(0.0 <= s <= 1.0 for s in self.fusion_scales)):
+            raise ValueError(f"model.encoder.fusion_scales needs late_fusion: true and values in [0, 1], got "
+                             f"{list(self.fusion_scales)}. Example: model.encoder.fusion_scales: [0.0, 0.5, 1.0].")
         if int(self.embed_dim) < 0:
             raise ValueError(f"model.encoder.embed_dim must be >= 0 (0: no head), got {self.embed_dim}.")
         if self.feature_cache_dir is not None and not self.feature_cache:
@@ -86,6 +97,7 @@ class EncoderConfig:
         """Plain types only (lists, not tuples), as stored in checkpoint hyperparameters."""
         out = asdict(self)
         out["image_tokens"] = list(self.image_tokens)
+        out["fusion_scales"] = list(self.fusion_scales)
         return out
 
 

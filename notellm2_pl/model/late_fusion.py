@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -10,6 +11,11 @@ from torch import nn
 
 class LateFusionGate(nn.Module):
     """``out = z * h + (1 - z) * v`` with ``v = W_lf cls`` and ``z = sigmoid(W_g [h; v])``.
+
+    In eval mode the mix is scaled by the buffer ``inference_scale`` ``s``: ``out = h + s * (z h + (1 - z) v - h)``
+    (``s = 1``: the paper's gate, computed exactly as in training; ``s = 0``: the LLM state alone). ``s`` is chosen
+    on validation by the training module when ``model.encoder.fusion_scales`` is set
+    (docs/method.md#late-fusion-strength-chosen-on-validation); training always uses ``s = 1``.
 
     Args:
         vision_dim: Width of the vision pooled feature.
@@ -26,9 +32,18 @@ class LateFusionGate(nn.Module):
             nn.init.normal_(lin.weight, std=0.02)
         if init_z is not None:
             nn.init.constant_(self.gate.bias, math.log(init_z / (1.0 - init_z)))
+        self.register_buffer("inference_scale", torch.tensor(1.0))
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        # Checkpoints and exports from before the buffer existed mean s = 1 (the paper's gate).
+        state_dict.setdefault(prefix + "inference_scale", torch.tensor(1.0))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, h_llm: torch.Tensor, v_img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Fuse ``h_llm (B, H)`` with the raw vision feature ``v_img (B, D_v)``; returns (fused, gate z ``(B, H)``)."""
         v = self.proj(v_img.to(self.proj.weight.dtype))  # (B, H)
         z = torch.sigmoid(self.gate(torch.cat([h_llm, v], dim=-1)))  # (B, H)
-        return z * h_llm + (1 - z) * v, z
+        fused = z * h_llm + (1 - z) * v
+        if not self.training and float(self.inference_scale) != 1.0:
+            fused = h_llm + self.inference_scale.to(fused.dtype) * (fused - h_llm)
+        return fused, z

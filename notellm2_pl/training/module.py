@@ -21,6 +21,7 @@ from notellm2_pl.model.losses import contrastive_loss, micl_loss, pair_set_loss
 from notellm2_pl.plugins.contract import LLMBackbone, VisionEncoder
 from notellm2_pl.retrieval.recall import evaluate_pairs, evaluate_subsets
 from notellm2_pl.retrieval.results import format_table
+from notellm2_pl.training.fusion_scale import choose_scale, fusion_scale
 from notellm2_pl.training.gradcache import grad_cache_training_step
 from notellm2_pl.training.hparams import migrate_checkpoint_file, migrate_hparams
 from notellm2_pl.training.optim import is_no_decay, lr_lambda
@@ -139,6 +140,7 @@ class NoteLLM2Module(L.LightningModule):
         self.train()
         self._set_frozen_parts_eval()
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []  # ((B, 1 or 2, d) [e_m; e_v], index)
+        self._scaled_outputs: dict[float, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # fusion scale -> e_m
         self.automatic_optimization = grad_cache_chunk is None  # GradCache steps the optimiser itself
 
     # ------------------------------------------------------------------------------------------------ forward
@@ -232,29 +234,56 @@ class NoteLLM2Module(L.LightningModule):
 
     # ------------------------------------------------------------------------------------------------ eval
     def validation_step(self, batch: NoteBatch, batch_idx: int) -> None:
-        """Collect the batch's ``e_m`` (and ``e_v``) and pool indices for the epoch-end Recall@K and loss."""
+        """Collect ``e_m`` (and ``e_v``) with the full gate, and ``e_m`` at each other candidate fusion scale."""
+        gate = self.encoder.gate
+        with fusion_scale(gate, 1.0):
+            self._collect_step(batch)
+        for scale in self._scale_candidates():
+            with fusion_scale(gate, scale):
+                e_m = self(batch).e_m.detach()[:, None]  # (B, 1, d)
+            self._scaled_outputs.setdefault(scale, []).append((e_m, batch["index"]))
+
+    def _collect_step(self, batch: NoteBatch) -> None:
         out = self(batch)
         emb = [out.e_m] if out.e_v is None else [out.e_m, out.e_v]
         self._val_outputs.append((torch.stack(emb, dim=1).detach(), batch["index"]))  # (B, 1 or 2, d)
+
+    def _scale_candidates(self) -> list[float]:
+        return [s for s in self.encoder.config.fusion_scales if s != 1.0] if self.encoder.gate is not None else []
 
     def on_validation_epoch_end(self) -> None:
         """Recall@K of the collected ``e_m`` over the validation pool, and the contrastive loss (``val/loss``)."""
         if not self._val_outputs:
             return
-        emb, idx = self._collect_outputs()
+        emb, idx = self._collect_outputs(self._val_outputs)
         dm = self.trainer.datamodule
         metrics = self._recall(emb[:, 0], idx, dm.val_pool_ids, dm.val_pairs)
         if dm.val_pairs:
             metrics["val/loss"] = float(self._val_loss(emb, idx, dm.val_pool_ids, dm.val_pairs, dm.hparams.batch_size))
+        if self.encoder.config.fusion_scales:
+            metrics = self._choose_fusion_scale(metrics, dm.val_pool_ids, dm.val_pairs)
         self.log_dict(metrics, sync_dist=False, rank_zero_only=False)
 
+    def _choose_fusion_scale(self, full_gate: dict[str, float], pool_ids: list[str], pairs: list) -> dict[str, float]:
+        """Score every candidate scale, store the winner in the gate; ``val/recall`` becomes the winner's."""
+        by_scale = {1.0: full_gate} if 1.0 in self.encoder.config.fusion_scales else {}
+        for scale, outputs in self._scaled_outputs.items():
+            emb, idx = self._collect_outputs(outputs)
+            by_scale[scale] = self._recall(emb[:, 0], idx, pool_ids, pairs)
+        self._scaled_outputs.clear()
+        best = choose_scale({s: m["val/recall"] for s, m in by_scale.items()})
+        self.encoder.gate.inference_scale.fill_(best)
+        at_scale = {f"val/recall_at_scale/{s:g}": m["val/recall"] for s, m in by_scale.items()}
+        return {**full_gate, **by_scale[best], **at_scale, "val/fusion_scale": best,
+                "val/recall_full_gate": full_gate["val/recall"]}
+
     def test_step(self, batch: NoteBatch, batch_idx: int) -> None:
-        """As :meth:`validation_step`."""
-        self.validation_step(batch, batch_idx)
+        """Collect ``e_m`` (and ``e_v``) as the model embeds (the gate at its stored inference scale)."""
+        self._collect_step(batch)
 
     def on_test_epoch_end(self) -> None:
         """Recall@K over every pair file of the test split (all + subsets), pool = all test notes."""
-        emb, idx = self._collect_outputs()
+        emb, idx = self._collect_outputs(self._val_outputs)
         dm = self.trainer.datamodule
         ids, mat = self._dedupe(emb[:, 0], idx, dm.pool_ids("test"))
         results = evaluate_subsets(mat, ids, dm.test_pair_sets(), ks=tuple(self.hparams.test_ks))
@@ -264,10 +293,10 @@ class NoteLLM2Module(L.LightningModule):
         if self.trainer.is_global_zero:
             print(format_table(results))
 
-    def _collect_outputs(self) -> tuple[torch.Tensor, torch.Tensor]:
-        emb = torch.cat([e for e, _ in self._val_outputs])
-        idx = torch.cat([i for _, i in self._val_outputs])
-        self._val_outputs.clear()
+    def _collect_outputs(self, outputs: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        emb = torch.cat([e for e, _ in outputs])
+        idx = torch.cat([i for _, i in outputs])
+        outputs.clear()
         if self.trainer.world_size > 1:
             emb, idx = self.all_gather(emb).flatten(0, 1), self.all_gather(idx).flatten(0, 1)
         return emb, idx

@@ -18,7 +18,13 @@ class SyntheticConfig:
         short_text_fraction: Fraction of all notes with short generic text that does not identify the cluster.
         partial_name_prob: Probability that a long note names only one of the two product-name words.
         train_pairs_per_cluster: Training pairs sampled per train cluster (capped by the possible pairs).
-        val_pairs_per_cluster: Validation pairs per train cluster, disjoint from the training pairs.
+        val_pairs_per_cluster: Validation pairs per train cluster, disjoint from the training pairs (when
+            ``val_cluster_fraction`` is 0).
+        val_cluster_fraction: Fraction of clusters (whole text families, from the train side) held out for
+            validation: their notes stay in ``notes_train.csv`` but appear in no training pair, and the validation
+            pairs are a matching inside each of them (``test_pairs_per_cluster`` pairs, as the test split), so
+            validation Recall@K measures unseen items as test does. 0 (default): validation pairs are other pairs
+            of the training clusters (seen items).
         test_pairs_per_cluster: Test pairs per test cluster, a matching (each note in at most one pair).
         train_long_pair_fraction: Fraction of training pairs whose two notes both have long text (solvable from
             text alone); a negative value means unbiased sampling (the natural mix of short and long notes).
@@ -48,6 +54,7 @@ class SyntheticConfig:
     partial_name_prob: float = 0.1
     train_pairs_per_cluster: int = 12
     val_pairs_per_cluster: int = 1
+    val_cluster_fraction: float = 0.0
     test_pairs_per_cluster: int = 4
     train_long_pair_fraction: float = 0.85
     text_family_fraction: float = 0.4
@@ -70,6 +77,8 @@ class SyntheticConfig:
             problems.append("notes_per_cluster must be >= 2")
         if not 0.0 < self.test_fraction < 1.0:
             problems.append("test_fraction must be in (0, 1)")
+        if not 0.0 <= self.val_cluster_fraction < 1.0 - self.test_fraction:
+            problems.append("val_cluster_fraction must be in [0, 1 - test_fraction)")
         for name in ("short_text_fraction", "partial_name_prob", "text_family_fraction", "visual_group_fraction",
                      "visual_twin_fraction", "badge_twin_fraction", "image_relevance"):
             if not 0.0 <= getattr(self, name) <= 1.0:
@@ -103,7 +112,8 @@ PRESETS: dict[str, SyntheticConfig] = {
     "layout": SyntheticConfig(badge_twin_fraction=0.4, visual_twin_fraction=0.0),
     # Weak images: text decides (few short notes), and only 30 % of images show their cluster's identity; the
     # others are random. The regime where late fusion may let a weak image drown the text (docs/ablations.md).
-    "weak_image": SyntheticConfig(image_relevance=0.3, short_text_fraction=0.1),
+    # Validation pairs come from held-out clusters (15 %), so a fix can be chosen on validation.
+    "weak_image": SyntheticConfig(image_relevance=0.3, short_text_fraction=0.1, val_cluster_fraction=0.15),
     "small": SyntheticConfig(num_clusters=1000, notes_per_cluster=10),
     "large": SyntheticConfig(num_clusters=1200, notes_per_cluster=16, test_pairs_per_cluster=6,
                              train_pairs_per_cluster=30, val_pairs_per_cluster=2, image_size=128),

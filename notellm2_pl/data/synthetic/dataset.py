@@ -102,7 +102,9 @@ def _describe(cfg: SyntheticConfig) -> dict[str, str]:
                       "cluster's visual identity with the badge in another corner, so only layout separates them."}
            if cfg.badge_twin_fraction > 0 else {}),
         "pairs": "Training pairs favour long-long pairs (train_long_pair_fraction), so most are solvable from "
-                 "text alone; val pairs are other pairs of train clusters; test pairs are a matching inside each "
+                 "text alone; " + ("val pairs are a matching inside held-out clusters (their notes are in "
+                 "notes_train.csv, in no training pair; split 'val' in notes_meta.csv); " if cfg.val_cluster_fraction
+                 else "val pairs are other pairs of train clusters; ") + "test pairs are a matching inside each "
                  "test cluster (each note in at most one pair), so the short subsets need the image.",
         "columns": "topics are tags joined by '|'; image is a path relative to this directory.",
     }
@@ -123,7 +125,7 @@ def _build_structure(config: SyntheticConfig) -> tuple[list[Cluster], list[Synth
     if config.badge_twin_fraction > 0:
         assign_badges(config, clusters)
     notes = build_notes(rng_text, config, clusters)
-    pairs = sample_pairs(rng_pairs, config, notes)
+    pairs = sample_pairs(rng_pairs, config, notes, frozenset(c.cid for c in clusters if c.held_out))
     return clusters, notes, pairs, forced, (int(image_entropy[0]), int(image_entropy[1]))
 
 
@@ -147,7 +149,7 @@ def _write_tables(root: Path, config: SyntheticConfig, clusters: list[Cluster], 
         _write_csv(root / f"notes_{split}.csv", NOTE_COLUMNS, rows)
     badges = config.badge_twin_fraction > 0  # badge columns only then: other datasets keep their bytes
     meta = sorted(
-        (n.note_id, n.split, n.cid, int(n.is_short), " ".join(n.mention), int(n.text_identifies),
+        (n.note_id, _meta_split(n, clusters), n.cid, int(n.is_short), " ".join(n.mention), int(n.text_identifies),
          clusters[n.cid].category, clusters[n.cid].name, *clusters[n.cid].visual, clusters[n.cid].text_family,
          clusters[n.cid].visual_group, clusters[n.cid].visual_twin_of,
          *((clusters[n.cid].corner, clusters[n.cid].badge_twin_of) if badges else ()))
@@ -158,6 +160,11 @@ def _write_tables(root: Path, config: SyntheticConfig, clusters: list[Cluster], 
              **{f"test_{name}": ps for name, ps in subsets.items()}}
     for name, ps in named.items():
         _write_csv(root / f"pairs_{name}.csv", PAIR_COLUMNS, [(notes[a].note_id, notes[b].note_id) for a, b in ps])
+
+
+def _meta_split(n: SynthNote, clusters: list[Cluster]) -> str:
+    """``val`` for notes of held-out validation clusters, else the note's file split."""
+    return "val" if clusters[n.cid].held_out else n.split
 
 
 def _text_len(n: SynthNote) -> int:
@@ -175,6 +182,7 @@ def _statistics(clusters: list[Cluster], notes: list[SynthNote], pairs: Pairs, s
     counts = {
         "clusters_train": sum(c.split == "train" for c in clusters),
         "clusters_test": sum(c.split == "test" for c in clusters),
+        **({"clusters_val_held_out": sum(c.held_out for c in clusters)} if any(c.held_out for c in clusters) else {}),
         "notes_train": sum(n.split == "train" for n in notes),
         "notes_test": sum(n.split == "test" for n in notes),
         "notes_short": sum(n.is_short for n in notes),

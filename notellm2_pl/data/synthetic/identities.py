@@ -33,6 +33,7 @@ class Cluster:
         visual_twin_of: Cluster whose visual identity this one copies, -1 when none.
         corner: Badge corner 0-3 (top-left, top-right, bottom-left, bottom-right); -1: no badge.
         badge_twin_of: Cluster whose visual identity this one copies with the badge elsewhere, -1 when none.
+        held_out: A train-side cluster held out for validation (its notes are in no training pair).
     """
 
     cid: int
@@ -48,6 +49,7 @@ class Cluster:
     visual_twin_of: int = -1
     corner: int = -1
     badge_twin_of: int = -1
+    held_out: bool = False
 
     @property
     def visual(self) -> Visual:
@@ -114,7 +116,8 @@ def build_text_identities(rng: np.random.Generator, cfg: SyntheticConfig) -> lis
 
 
 def split_clusters(rng: np.random.Generator, cfg: SyntheticConfig, clusters: list[Cluster]) -> None:
-    """Assign whole text families to test until ``test_fraction`` of the clusters are there."""
+    """Assign whole text families to test until ``test_fraction`` of the clusters are there, then hold out
+    train-side families for validation until ``val_cluster_fraction`` (same draw order, no extra randomness)."""
     families: dict[int, list[Cluster]] = {}
     for c in clusters:
         families.setdefault(c.text_family, []).append(c)
@@ -131,6 +134,15 @@ def split_clusters(rng: np.random.Generator, cfg: SyntheticConfig, clusters: lis
             c.split = split
     if n_test == len(clusters) or n_test == 0:  # pragma: no cover - guarded by the size checks above
         raise RuntimeError("could not split clusters into train and test")
+    val_target = round(cfg.val_cluster_fraction * len(clusters))
+    n_val = 0
+    for f in fam_ids:
+        members = families[f]
+        if n_val >= val_target or members[0].split != "train" or n_test + n_val + len(members) >= len(clusters):
+            continue
+        n_val += len(members)
+        for c in members:
+            c.held_out = True
 
 
 def all_visuals() -> list[Visual]:

@@ -1,5 +1,5 @@
-"""Pairs of the synthetic benchmark: train/val pairs biased towards long-long (text-solvable) pairs, test pairs a
-matching inside each test cluster."""
+"""Pairs of the synthetic benchmark: train/val pairs biased towards long-long (text-solvable) pairs, test pairs (and
+the val pairs of held-out clusters) a matching inside each cluster."""
 
 from __future__ import annotations
 
@@ -9,14 +9,16 @@ from notellm2_pl.data.synthetic.config import SyntheticConfig
 from notellm2_pl.data.synthetic.notes import SynthNote
 
 
-def sample_pairs(rng: np.random.Generator, cfg: SyntheticConfig,
-                 notes: list[SynthNote]) -> dict[str, list[tuple[int, int]]]:
+def sample_pairs(rng: np.random.Generator, cfg: SyntheticConfig, notes: list[SynthNote],
+                 held_out: frozenset[int] = frozenset()) -> dict[str, list[tuple[int, int]]]:
     """Pairs as note indices: train/val from train clusters, test as a matching inside each test cluster.
 
     Args:
         rng: The pairs' random stream.
         cfg: Generator settings.
         notes: All notes.
+        held_out: Train-side clusters held out for validation: a matching of ``test_pairs_per_cluster`` val pairs
+            each, no training pairs (then no other cluster gives val pairs).
 
     Returns:
         ``{"train": [...], "val": [...], "test": [...]}`` of (query index, target index).
@@ -31,10 +33,10 @@ def sample_pairs(rng: np.random.Generator, cfg: SyntheticConfig,
 
     for cid in sorted(by_cluster):
         idx = by_cluster[cid]
-        if notes[idx[0]].split == "test":
+        if notes[idx[0]].split == "test" or cid in held_out:
             perm = [idx[int(k)] for k in rng.permutation(len(idx))]
             for k in range(cfg.test_pairs_per_cluster):
-                out["test"].append((perm[2 * k], perm[2 * k + 1]))
+                out["val" if cid in held_out else "test"].append((perm[2 * k], perm[2 * k + 1]))
             continue
         combos = [(a, b) for ai, a in enumerate(idx) for b in idx[ai + 1:]]
         combos = [combos[int(k)] for k in rng.permutation(len(combos))]
@@ -52,5 +54,6 @@ def sample_pairs(rng: np.random.Generator, cfg: SyntheticConfig,
         out["train"].extend(oriented(a, b) for a, b in chosen)
         chosen_set = set(chosen)
         rest = [p for p in combos if p not in chosen_set]
-        out["val"].extend(oriented(a, b) for a, b in rest[: cfg.val_pairs_per_cluster])
+        if not held_out:
+            out["val"].extend(oriented(a, b) for a, b in rest[: cfg.val_pairs_per_cluster])
     return out
