@@ -99,3 +99,31 @@ def test_truncation_keeps_suffix_and_marker_injection_is_impossible(tiny_ckpts, 
     only_image = NoteProcessor(fmt, probe="only_image")(evil)
     only_text = NoteProcessor(fmt, probe="only_text")(evil)
     assert len(only_image["input_ids"]) < len(ids) and float(only_text["pixel_values"].abs().sum()) == 0.0
+
+
+def test_truncation_share_counts_cut_notes_per_template(tiny_ckpts, image_dir):
+    """The mICL template spends tokens on its image block, so the same budget cuts more notes than basic's."""
+    from functools import partial
+
+    from notellm2_pl_backbones.connectors import MLPConnector
+    from notellm2_pl_backbones.hf_llm import HFCausalLM
+    from notellm2_pl_backbones.hf_vision import CLIPVision
+
+    from notellm2_pl.analysis.truncation import measure_truncation
+    from notellm2_pl.data.processing import NoteProcessor
+    from notellm2_pl.data.tables import Note
+    from notellm2_pl.model.config import EncoderConfig
+    from notellm2_pl.model.encoder import NoteEncoder
+
+    notes = [Note(f"n{i}", "title", [], "word " * (5 * i), str(image_dir / "img0.png")) for i in range(12)]
+    shares = {}
+    for micl in (False, True):
+        enc = NoteEncoder(HFCausalLM(tiny_ckpts["qwen2"]), CLIPVision(tiny_ckpts["clip"]),
+                          partial(MLPConnector, num_tokens_out=2), EncoderConfig(micl=micl))
+        proc = NoteProcessor(enc.note_format(), max_tokens=40)
+        got = measure_truncation(proc, notes)
+        by_hand = [len(proc.prompt_ids(n)[0]) - 40 for n in notes]
+        assert got.cut == sum(x > 0 for x in by_hand) and got.tokens_cut == sum(x for x in by_hand if x > 0)
+        assert got.template == ("micl" if micl else "basic") and "max_tokens 40" in got.line()
+        shares[micl] = got.share
+    assert 0 < shares[False] < shares[True] < 1

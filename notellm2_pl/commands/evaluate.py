@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from notellm2_pl.analysis.modality_check import check_results, format_modality_check
+from notellm2_pl.analysis.truncation import measure_truncation
 from notellm2_pl.data.schema import PROBES
 from notellm2_pl.inference.embedder import Embedder
 from notellm2_pl.inference.export import read_export_config
@@ -143,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     if {"only_text", "only_image"} & {name.partition("/")[0] for name in results}:
         print("\n" + format_modality_check(check_results(results, k=10), k=10))
+    if embedder is not None:
+        print(measure_truncation(embedder.processor(), [notes[i] for i in ids]).line())
     print(f"\nWrote {out / 'results.json'} and {out / 'results.csv'}"
           + (f"; TensorBoard: tensorboard --logdir {tb}" if tb else ""))
     return 0

@@ -82,6 +82,15 @@ class NoteProcessor:
 
     def tokenize(self, note: Note) -> tuple[list[int], int, int]:
         """Token ids of one note with the image slot and marker positions (-1 when absent)."""
+        ids, image_pos, marker_pos = self.prompt_ids(note)
+        return ids[: self.max_tokens] + self._suffix_ids, image_pos, marker_pos
+
+    def prompt_ids(self, note: Note) -> tuple[list[int], int, int]:
+        """The templated note before the ``max_tokens`` cut (no suffix), with the image slot and marker positions.
+
+        Raises:
+            ValueError: If ``max_tokens`` would cut into the template's image block or marker.
+        """
         title, tags, content = clean_fields(note.title, note.topics, note.content, self.limits, self.fmt.preset)
         if self.probe == "only_image":
             title = tags = content = ""
@@ -100,7 +109,7 @@ class NoteProcessor:
         if structural > self.max_tokens:
             raise ValueError(f"max_tokens={self.max_tokens} cuts into the image block of the template "
                              f"({structural} tokens); raise --data.max_tokens.")
-        return ids[: self.max_tokens] + self._suffix_ids, image_pos, marker_pos
+        return ids, image_pos, marker_pos
 
     def __call__(self, note: Note, train: bool = False) -> dict[str, Any]:
         ids, image_pos, marker_pos = self.tokenize(note)
