@@ -300,3 +300,26 @@ def test_two_processes_cover_every_pair_once_per_epoch(data, tmp_path):
         assert len(equal[0]) == len(equal[1]) and not set(equal[0]) & set(equal[1])  # drop_last: equal, disjoint
     assert ranks[0][False][0] != ranks[0][False][1]
 
+
+
+def test_evaluate_on_streaming_data_equals_the_raw_root(exported, tmp_path, capsys):
+    """``evaluate --streaming PREPARED`` streams the test pool from the chunks and gives the raw root's results."""
+    import json
+
+    from notellm2_pl.commands.evaluate import main as evaluate_main
+    from notellm2_pl.retrieval.evaluation import load_test_pool
+
+    prepared = str(tmp_path / "prepared")
+    prepare(str(exported["data"]), prepared)
+    ids, lazy, sets = load_test_pool(None, streaming=prepared)
+    raw_ids, raw, raw_sets = load_test_pool(exported["data"])
+    assert ids == raw_ids and sets == raw_sets and not isinstance(lazy, dict)
+    assert lazy[ids[3]].title == raw[ids[3]].title and lazy[ids[3]].image_bytes  # read from the chunks on access
+    results = {}
+    for name, source in (("raw", ["--data", str(exported["data"])]), ("stream", ["--streaming", prepared])):
+        out = tmp_path / name
+        assert evaluate_main(["--model", str(exported["export"]), *source, "--out", str(out), "--no_tb",
+                              "--probes", "full,only_text"]) == 0
+        results[name] = json.loads((out / "results.json").read_text())
+    assert "prompt truncation" in capsys.readouterr().out
+    assert results["raw"] == results["stream"]

@@ -20,6 +20,7 @@ from notellm2_pl.inference.embedder import Embedder
 from notellm2_pl.inference.export import read_export_config
 from notellm2_pl.inference.factory import build_from_checkpoint
 from notellm2_pl.retrieval.evaluation import (
+    NotesInOrder,
     default_ks,
     embed_probes,
     evaluate_runs,
@@ -54,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--config", help="Recipe of --ckpt_path.")
     p.add_argument("--data", metavar="ROOT", help="Dataset root (default: the one recorded with the embeddings or the "
                                                  "model).")
+    p.add_argument("--streaming", metavar="PREPARED", help="Read the test pool from prepared streaming data (prepare's "
+                   "folder or URL): notes are streamed from its chunks as they are embedded, never held in memory.")
+    p.add_argument("--streaming_cache", metavar="DIR", help="Local chunk cache for a --streaming URL.")
     p.add_argument("--ks", help="Comma-separated K values (default: 10,20,50,100,1000 and 10k/100k/1M up to the "
                                 "pool size).")
     p.add_argument("--probes", default=",".join(PROBES),
@@ -121,31 +125,35 @@ def main(argv: list[str] | None = None) -> int:
         embedder, data_cfg, default_out = _model_source(args, overrides)
         recorded_root = data_cfg.get("root")
     root = args.data or recorded_root
-    if not root:
-        p.error("no dataset root recorded with the source: pass --data ROOT.")
+    if args.streaming is None and not args.data and data_cfg.get("streaming"):
+        args.streaming = data_cfg["streaming"]  # trained on streaming data: evaluate on it too
+        args.streaming_cache = args.streaming_cache or data_cfg.get("streaming_cache")
+    source = args.streaming or root
+    if not source:
+        p.error("no dataset root recorded with the source: pass --data ROOT (or --streaming PREPARED).")
     short = args.short_max_chars if args.short_max_chars is not None else data_cfg.get(
         "short_max_chars", DEFAULT_SHORT_MAX_CHARS)
     long_ = args.long_min_chars if args.long_min_chars is not None else data_cfg.get(
         "long_min_chars", DEFAULT_LONG_MIN_CHARS)
-    ids, notes, pair_sets = load_test_pool(root, args.on_error, short, long_)
+    ids, notes, pair_sets = load_test_pool(root, args.on_error, short, long_, args.streaming, args.streaming_cache)
     out = Path(args.out) if args.out else default_out
     if embedder is not None:
         runs = embed_probes(embedder, ids, notes, probes, args.batch_size,
-                            out / "embeddings" if args.save_embeddings else None, os.fspath(root))
+                            out / "embeddings" if args.save_embeddings else None, os.fspath(source))
     else:
         missing = len(set(ids) - set(next(iter(runs.values()))[0]))
         if missing:
             log.warning("%d of %d test notes of %s have no embedding; pairs naming them are skipped.", missing,
-                        len(ids), root)
+                        len(ids), source)
     results = evaluate_runs(runs, pair_sets, _parse_ks(args.ks, len(ids)))
     tb = None if args.no_tb else (Path(args.tb_dir) if args.tb_dir else out / "tb")
     table = report(results, out, tb)
-    print(f"Recall@K on the test split of {root} (pool = all {len(ids)} test notes minus each set's queries):")
+    print(f"Recall@K on the test split of {source} (pool = all {len(ids)} test notes minus each set's queries):")
     print(table)
     if {"only_text", "only_image"} & {name.partition("/")[0] for name in results}:
         print("\n" + format_modality_check(check_results(results, k=10), k=10))
     if embedder is not None:
-        print(measure_truncation(embedder.processor(), [notes[i] for i in ids]).line())
+        print(measure_truncation(embedder.processor(), NotesInOrder(notes, ids)).line())
     print(f"\nWrote {out / 'results.json'} and {out / 'results.csv'}"
           + (f"; TensorBoard: tensorboard --logdir {tb}" if tb else ""))
     return 0

@@ -66,14 +66,16 @@ def _processor_settings(data_cfg: Mapping[str, Any]) -> tuple[TextLimits, int]:
 
 
 class _Notes(Dataset):
-    def __init__(self, notes: list[Note], processor: NoteProcessor) -> None:
+    """Notes (or note-like dicts) of any sequence, converted and processed on access."""
+
+    def __init__(self, notes: Sequence[NoteLike], processor: NoteProcessor) -> None:
         self.notes, self.processor = notes, processor
 
     def __len__(self) -> int:
         return len(self.notes)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return self.processor(self.notes[i], train=False)
+        return self.processor(to_note(self.notes[i], i), train=False)
 
 
 class Embedder:
@@ -169,7 +171,7 @@ class Embedder:
         for k in keys:
             if k not in self.keys:
                 raise KeyError(f"This model has no {k!r} embedding (it has {self.keys}); e_v needs model.micl true.")
-        items = [to_note(n, i) for i, n in enumerate(notes)]
+        items = notes if isinstance(notes, Sequence) else list(notes)  # a lazy sequence stays lazy
         out: dict[str, list[np.ndarray]] = {k: [] for k in keys}
         loader = DataLoader(_Notes(items, self.processor(probe)), batch_size=batch_size, collate_fn=collate,
                             num_workers=self.num_workers)

@@ -42,24 +42,44 @@ def default_ks(pool_size: int) -> list[int]:
     return list(BASE_KS) + [k for k in DEFAULT_KS if k not in BASE_KS and k <= pool_size]
 
 
-def load_test_pool(root: str | os.PathLike[str], on_error: str = "raise",
-                   short_max_chars: int = DEFAULT_SHORT_MAX_CHARS, long_min_chars: int = DEFAULT_LONG_MIN_CHARS
-                   ) -> tuple[list[str], dict[str, Note], dict[str, list[Pair]]]:
+def load_test_pool(root: str | os.PathLike[str] | None, on_error: str = "raise",
+                   short_max_chars: int = DEFAULT_SHORT_MAX_CHARS, long_min_chars: int = DEFAULT_LONG_MIN_CHARS,
+                   streaming: str | None = None, streaming_cache: str | None = None,
+                   ) -> tuple[list[str], Mapping[str, Note], dict[str, list[Pair]]]:
     """The test pool of a dataset: ``(sorted note ids, notes by id, pair sets)``, as ``NoteDataModule`` defines them.
 
     Args:
-        root: Dataset root (canonical or official layout).
+        root: Dataset root (canonical or official layout); unused with ``streaming``.
         on_error: ``raise`` or ``skip`` bad rows.
         short_max_chars: Short-text threshold of the derived subsets (datasets without subset files).
         long_min_chars: Long-text threshold of the derived subsets.
+        streaming: Prepared streaming data (``prepare``'s folder or URL): the notes are then read lazily from its
+            chunks as they are embedded, never held in memory.
+        streaming_cache: Local chunk cache for a streaming URL.
 
     Returns:
-        The pool's note ids (sorted), its notes by id and ``{pair set name: pairs}`` (``all`` + the subsets).
+        The pool's note ids (sorted), its notes by id (a lazy mapping with ``streaming``) and ``{pair set name:
+        pairs}`` (``all`` + the subsets).
     """
-    dm = NoteDataModule(root=os.fspath(root), on_error=on_error, short_max_chars=short_max_chars,
-                        long_min_chars=long_min_chars)
+    dm = NoteDataModule(root=os.fspath(root or streaming), on_error=on_error, short_max_chars=short_max_chars,
+                        long_min_chars=long_min_chars, streaming=streaming, streaming_cache=streaming_cache)
     pair_sets = dm.test_pair_sets()
-    return dm.pool_ids("test"), dm.splits["test"].notes, pair_sets
+    ids = dm.pool_ids("test")
+    notes = dm.stream.note_map("test") if dm.stream is not None else dm.splits["test"].notes
+    return ids, notes, pair_sets
+
+
+class NotesInOrder(Sequence):
+    """``notes[ids[i]]`` for each ``i``, looked up on access (a lazy mapping stays lazy)."""
+
+    def __init__(self, notes: Mapping[str, Note], ids: Sequence[str]) -> None:
+        self.notes, self.ids = notes, ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> Note:  # type: ignore[override]  # no slicing needed
+        return self.notes[self.ids[i]]
 
 
 def evaluate_runs(runs: Mapping[str, tuple[Sequence[str], np.ndarray]], pair_sets: Mapping[str, Sequence[Pair]],
@@ -147,7 +167,7 @@ def embed_probes(embedder: Embedder, ids: list[str], notes: Mapping[str, Note], 
     Args:
         embedder: The model.
         ids: Note ids of the pool, in row order.
-        notes: Notes by id.
+        notes: Notes by id (a dict, or a lazy mapping over streaming data: read as they are embedded).
         probes: Probes to embed (``full``, ``only_image``, ``only_text``).
         batch_size: Notes per forward pass.
         save_dir: Also write each probe's embeddings to ``save_dir/<probe>`` (an embeddings directory), or None.
@@ -158,7 +178,7 @@ def embed_probes(embedder: Embedder, ids: list[str], notes: Mapping[str, Note], 
     """
     runs: dict[str, Run] = {}
     has_vision = getattr(embedder.module.encoder, "vision", None) is not None
-    pool = [notes[i] for i in ids]
+    pool = NotesInOrder(notes, ids)
     for probe in probes:
         if probe != "full" and not has_vision:
             log.info("Skipping probe %s: the model has no vision tower.", probe)

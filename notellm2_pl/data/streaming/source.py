@@ -14,7 +14,7 @@ training epoch holds the same pairs (tests/test_streaming.py compares them as mu
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from litdata import StreamingDataset
@@ -74,6 +74,53 @@ class StreamedNotes(Dataset):
         return item
 
 
+class StreamedNoteView(Sequence):
+    """A pool's notes as a lazy sequence (``Note`` objects read by position on access, images as bytes): what
+    :meth:`~notellm2_pl.inference.embedder.Embedder.embed_all` takes without holding the pool in memory.
+
+    Args:
+        input_dir: The notes dataset (folder or URL).
+        positions: Dataset positions of the pool, in pool order; None: the whole dataset in its order.
+        cache_dir: litdata's local chunk cache for a URL (None: litdata's default).
+    """
+
+    def __init__(self, input_dir: str, positions: Sequence[int] | None = None, cache_dir: str | None = None) -> None:
+        self.input_dir, self.positions, self.cache_dir = input_dir, positions, cache_dir
+        self._notes: StreamingDataset | None = None
+
+    def __len__(self) -> int:
+        return len(self._dataset()) if self.positions is None else len(self.positions)
+
+    def __getitem__(self, i: int) -> Any:  # Note; Sequence's slicing is not needed here
+        pos = i if self.positions is None else int(self.positions[i])
+        return note_from_item(self._dataset()[pos])
+
+    def _dataset(self) -> StreamingDataset:
+        if self._notes is None:  # opened lazily, so a pickled view (DataLoader workers) reopens its own
+            self._notes = StreamingDataset(self.input_dir, cache_dir=self.cache_dir)
+        return self._notes
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_notes": None}
+
+
+class StreamedNoteMap(Mapping):
+    """Notes by id over a :class:`StreamedNoteView` (read on access; only the id -> position map is in memory)."""
+
+    def __init__(self, view: StreamedNoteView, ids: Sequence[str]) -> None:
+        self.view, self.ids = view, list(ids)
+        self._pos = {k: i for i, k in enumerate(self.ids)}
+
+    def __getitem__(self, note_id: str) -> Any:
+        return self.view[self._pos[note_id]]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
 class StreamSource:
     """Prepared streaming data (``python -m notellm2_pl prepare``) at a folder or URL.
 
@@ -125,6 +172,11 @@ class StreamSource:
         random.Random(seed).shuffle(others)
         positions = sorted(where.values()) + others[:extra]
         return [ids[i] for i in positions], positions
+
+    def note_map(self, split: str) -> StreamedNoteMap:
+        """The notes a pair split's pool is drawn from, by id, read lazily from the chunks."""
+        view = StreamedNoteView(notes_dir(self.root, NOTE_SPLITS[split]), None, self.cache_dir)
+        return StreamedNoteMap(view, self.pool_ids(split))
 
     def notes_dataset(self, split: str, processor: NoteProcessor,
                       positions: Sequence[int] | None = None) -> StreamedNotes:
