@@ -120,3 +120,24 @@ def test_default_bound_is_steps_so_the_prior_is_reproducible(tmp_path):
     a, b = (load_file(str(tmp_path / f"p{i}" / "model.safetensors")) for i in range(2))
     assert a.keys() == b.keys()
     assert all(bool((a[k] == b[k]).all()) for k in a)
+
+
+def test_held_out_validation_notes_can_be_left_out_of_the_prior(tmp_path):
+    """``--train-pair-notes-only``: no note of a held-out validation cluster is prior text."""
+    import csv
+    import dataclasses
+
+    from notellm2_pl.data.synthetic import PRESETS, generate
+    from notellm2_pl.training.text_prior.corpus import note_texts
+
+    root = tmp_path / "d"
+    generate(root, dataclasses.replace(PRESETS["tiny"], num_clusters=24, val_cluster_fraction=0.25), num_workers=0)
+    with open(root / "notes_meta.csv", newline="", encoding="utf-8") as f:
+        meta = list(csv.DictReader(f))
+    with open(root / "notes_train.csv", newline="", encoding="utf-8") as f:
+        text = {r["note_id"]: r["title"] for r in csv.DictReader(f)}
+    held_out_titles = {text[r["note_id"]] for r in meta if r["split"] == "val" and r["is_short"] == "0"}
+    everything, kept = note_texts(root), note_texts(root, train_pair_notes_only=True)
+    assert held_out_titles and len(kept) < len(everything)
+    assert all(t in " ".join(everything) for t in held_out_titles)
+    assert not any(t in " ".join(kept) for t in held_out_titles)  # the long notes' product names never reach it

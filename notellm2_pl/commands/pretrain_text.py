@@ -46,6 +46,9 @@ def build_parser(prog: str = "python -m notellm2_pl pretrain-text") -> argparse.
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--train-pair-notes-only", action="store_true",
+                   help="use only the notes of training pairs (items held out for validation stay unseen by the prior "
+                        "and its tokenizer)")
     return p
 
 
@@ -54,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    texts = note_texts(args.data)
+    texts = note_texts(args.data, train_pair_notes_only=args.train_pair_notes_only)
     wanted = prior_settings(texts, args.config, args.tokenizer, args.vocab_size, args.max_steps, args.max_minutes,
                             args.batch_size, args.seq_len, args.lr, seed=args.seed)
     existing = finished_settings(args.out)

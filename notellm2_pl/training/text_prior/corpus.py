@@ -11,13 +11,23 @@ from typing import Any
 import torch
 
 
-def note_texts(root: str | Path) -> list[str]:
-    """Training-note texts of a dataset, each as ``"title topics content"`` (topics space-separated)."""
+def note_texts(root: str | Path, train_pair_notes_only: bool = False) -> list[str]:
+    """Training-note texts of a dataset, each as ``"title topics content"`` (topics space-separated).
+
+    Args:
+        root: Dataset root (either layout).
+        train_pair_notes_only: Use only the notes of the training pairs, so that items held out of training (a
+            validation split of unseen items) stay unseen by the prior too: their words would otherwise be in the
+            tokenizer and the language model, and validation Recall@K would overstate unseen items.
+    """
     from notellm2_pl.data.tables import load_split
 
     split = load_split(root, "train", on_error="skip")
+    in_pairs = {n for pairs in split.pairs.values() for p in pairs for n in p} if train_pair_notes_only else None
     texts = []
-    for note in split.notes.values():
+    for note_id, note in split.notes.items():
+        if in_pairs is not None and note_id not in in_pairs:
+            continue
         parts = (note.title.strip(), " ".join(note.topics).strip(), note.content.strip())
         text = " ".join(part for part in parts if part)
         if text:
