@@ -37,6 +37,24 @@ if TYPE_CHECKING:
     from notellm2_pl.data.sampling import Progress
 
 
+def open_by_position(input_dir: str, cache_dir: str | None = None) -> StreamingDataset:
+    """A litdata dataset to read items by position (``ds[i]``), whole chunks going through the local cache.
+
+    By default litdata reads one item of a remote dataset with a byte-range request for that item alone; for the item
+    types written here litdata keeps the items in an Arrow footer of the chunk, which that read misses (every item
+    comes back empty). Reading the whole chunk into the cache, as iteration does, is correct, and what a pass over a
+    pool wants anyway.
+
+    Args:
+        input_dir: A prepared dataset (folder or URL).
+        cache_dir: litdata's local chunk cache for a URL (None: litdata's default).
+    """
+    ds = StreamingDataset(input_dir, cache_dir=cache_dir)
+    ds[0:0]  # opens litdata's reader, which the setter below needs
+    ds.on_demand_bytes = False
+    return ds
+
+
 class PairTransform:
     """litdata ``transform`` of a training pair item: both notes processed as :class:`PairDataset` does."""
 
@@ -61,7 +79,7 @@ class StreamedNotes(Dataset):
 
     def __init__(self, input_dir: str, positions: Sequence[int] | None, processor: NoteProcessor,
                  cache_dir: str | None = None) -> None:
-        self.notes = StreamingDataset(input_dir, cache_dir=cache_dir)
+        self.notes = open_by_position(input_dir, cache_dir)
         self.positions, self.processor = positions, processor
 
     def __len__(self) -> int:
@@ -97,7 +115,7 @@ class StreamedNoteView(Sequence):
 
     def _dataset(self) -> StreamingDataset:
         if self._notes is None:  # opened lazily, so a pickled view (DataLoader workers) reopens its own
-            self._notes = StreamingDataset(self.input_dir, cache_dir=self.cache_dir)
+            self._notes = open_by_position(self.input_dir, self.cache_dir)
         return self._notes
 
     def __getstate__(self) -> dict[str, Any]:
@@ -136,7 +154,7 @@ class StreamSource:
 
     def _rows(self, input_dir: str) -> list[dict[str, Any]]:
         """Every item of a small dataset (ids, pairs), in order."""
-        ds = StreamingDataset(input_dir, cache_dir=self.cache_dir)
+        ds = open_by_position(input_dir, self.cache_dir)
         return [ds[i] for i in range(len(ds))]
 
     def note_ids(self, note_split: str) -> list[str]:
