@@ -36,10 +36,18 @@ def test_collect_copies_summaries_runs_and_provenance(tmp_path):
     (grid / "basic-s0" / "done.json").write_text(json.dumps({"run_id": "basic-s0", "metrics": {}, "checkpoint": "x"}))
     (grid / "basic-s0" / "eval").mkdir()
     (grid / "basic-s0" / "eval" / "results.json").write_text("{}")
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(grid / "basic-s0" / "tb" / "version_0") as tb:  # two validation passes, a chosen scale each
+        for step, (rec, scale) in enumerate([(0.5, 0.25), (0.75, 1.0)]):
+            tb.add_scalar("val/recall", rec, step)
+            tb.add_scalar("val/fusion_scale", scale, step)
     files = collect(grid, tmp_path / "results" / "g", "python -m notellm2_pl ablate --grid g", repo=ROOT)
     names = {f.relative_to(tmp_path / "results" / "g").as_posix() for f in files}
     assert names == {"summary.md", "summary.csv", "runs/basic-s0/record.json", "runs/basic-s0/results.json",
-                     "provenance.json"}
+                     "validation.md", "provenance.json"}
+    table = (tmp_path / "results" / "g" / "validation.md").read_text()
+    assert "| basic-s0 | 0.500 / 0.750 | 0.750 | 0.25 / 1 |" in table
     prov = json.loads((tmp_path / "results" / "g" / "provenance.json").read_text())
     assert prov["command"].endswith("--grid g") and len(prov["commit"]) == 40 and prov["machine"]["cpus"]
     record = json.loads((tmp_path / "results" / "g" / "runs" / "basic-s0" / "record.json").read_text())

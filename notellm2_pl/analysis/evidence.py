@@ -68,8 +68,11 @@ def collect(grid_out: Path, dest: Path, command: str, repo: Path = Path(".")) ->
     for name in ("summary.md", "summary.csv"):
         shutil.copyfile(grid_out / name, dest / name)
         written.append(dest / name)
-    for done in sorted(grid_out.glob("*/done.json")):
-        written += _collect_run(done.parent, dest / "runs" / done.parent.name)
+    runs = sorted(done.parent for done in grid_out.glob("*/done.json"))
+    for run_dir in runs:
+        written += _collect_run(run_dir, dest / "runs" / run_dir.name)
+    written.append(dest / "validation.md")
+    atomic_write_text(written[-1], validation_table({r.name: validation_curve(r) for r in runs}))
     written.append(dest / "provenance.json")
     atomic_write_text(written[-1], json.dumps(provenance(command, repo), indent=2) + "\n")
     return written
@@ -84,6 +87,35 @@ def _collect_run(run_dir: Path, dest: Path) -> list[Path]:
         shutil.copyfile(run_dir / "eval" / "results.json", dest / "results.json")
         out.append(dest / "results.json")
     return out
+
+
+def validation_curve(run_dir: Path) -> dict[str, list[float]]:
+    """``{tag: [value per validation pass]}`` of a run's ``val/recall`` and ``val/fusion_scale`` (TensorBoard logs)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    curves: dict[str, list[float]] = {}
+    for events in sorted(run_dir.glob("tb/version_*")):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        for tag in ("val/recall", "val/fusion_scale"):
+            if tag in acc.Tags().get("scalars", []):
+                curves[tag] = [e.value for e in acc.Scalars(tag)]
+    return curves
+
+
+def validation_table(curves: dict[str, dict[str, list[float]]]) -> str:
+    """Markdown: each run's validation Recall@K per pass, the kept checkpoint's (the best), and the late-fusion
+    strength chosen at each pass when the run chose one (``model.encoder.fusion_scales``)."""
+    intro = ("Validation Recall@K (`val/recall`) at each validation pass; the kept checkpoint is the best. "
+             "`fusion scale`: the late-fusion strength chosen on validation at each pass (runs with "
+             "`model.encoder.fusion_scales`).")
+    lines = ["# Validation", "", intro, "", "| run | val/recall per pass | kept | fusion scale per pass |",
+             "|---|---|---|---|"]
+    for name, c in curves.items():
+        rec, scale = c.get("val/recall", []), c.get("val/fusion_scale", [])
+        lines.append(f"| {name} | {' / '.join(f'{v:.3f}' for v in rec)} | {max(rec, default=float('nan')):.3f} | "
+                     f"{' / '.join(f'{v:g}' for v in scale) or '-'} |")
+    return "\n".join(lines) + "\n"
 
 
 def fragment(path: Path) -> str:
