@@ -101,7 +101,7 @@ def test_truncation_keeps_suffix_and_marker_injection_is_impossible(tiny_ckpts, 
     assert len(only_image["input_ids"]) < len(ids) and float(only_text["pixel_values"].abs().sum()) == 0.0
 
 
-def test_truncation_share_counts_cut_notes_per_template(tiny_ckpts, image_dir):
+def test_truncation_share_counts_cut_notes_per_template(tiny_ckpts, image_dir, caplog):
     """The mICL template spends tokens on its image block, so the same budget cuts more notes than basic's."""
     from functools import partial
 
@@ -109,9 +109,9 @@ def test_truncation_share_counts_cut_notes_per_template(tiny_ckpts, image_dir):
     from notellm2_pl_backbones.hf_llm import HFCausalLM
     from notellm2_pl_backbones.hf_vision import CLIPVision
 
-    from notellm2_pl.analysis.truncation import measure_truncation
     from notellm2_pl.data.processing import NoteProcessor
     from notellm2_pl.data.tables import Note
+    from notellm2_pl.data.truncation import measure_truncation
     from notellm2_pl.model.config import EncoderConfig
     from notellm2_pl.model.encoder import NoteEncoder
 
@@ -127,3 +127,10 @@ def test_truncation_share_counts_cut_notes_per_template(tiny_ckpts, image_dir):
         assert got.template == ("micl" if micl else "basic") and "max_tokens 40" in got.line()
         shares[micl] = got.share
     assert 0 < shares[False] < shares[True] < 1
+    import logging
+
+    from notellm2_pl.data.truncation import WARN_SHARE, warn_if_truncating
+
+    with caplog.at_level(logging.INFO, logger="notellm2_pl.data.truncation"):
+        found = warn_if_truncating(proc, notes)  # the mICL processor: most notes cut
+    assert found.share > WARN_SHARE and caplog.records[-1].levelno == logging.WARNING

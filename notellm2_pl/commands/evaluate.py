@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from notellm2_pl.analysis.modality_check import check_results, format_modality_check
-from notellm2_pl.analysis.truncation import measure_truncation
 from notellm2_pl.data.schema import PROBES
+from notellm2_pl.data.truncation import measure_truncation
 from notellm2_pl.inference.embedder import Embedder
 from notellm2_pl.inference.export import read_export_config
 from notellm2_pl.inference.factory import build_from_checkpoint

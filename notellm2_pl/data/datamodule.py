@@ -18,6 +18,7 @@ from notellm2_pl.data.schema import ALL_PAIRS, Probe
 from notellm2_pl.data.synthetic import ensure_dataset, preset_config
 from notellm2_pl.data.tables import Note, Split, load_split
 from notellm2_pl.data.torch_datasets import NoteDataset, PairDataset, collate_notes
+from notellm2_pl.data.truncation import warn_if_truncating
 from notellm2_pl.data.validation import check_images
 from notellm2_pl.retrieval.pairs import derive_subsets
 
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
     from notellm2_pl.training.module import NoteLLM2Module
 
 log = logging.getLogger(__name__)
+
+TRUNCATION_SAMPLE = 2000
+"""Training notes whose prompt length ``fit`` checks against ``data.max_tokens`` (the first ones, by id order)."""
 
 
 class NoteDataModule(L.LightningDataModule):
@@ -163,6 +167,8 @@ class NoteDataModule(L.LightningDataModule):
             return
         if stage in ("fit", "validate"):
             train = self._split("train")
+            if stage == "fit":
+                warn_if_truncating(self.processor, list(train.notes.values())[:TRUNCATION_SAMPLE])
             self.val_pairs = self._split("val").pairs[ALL_PAIRS]
             in_val = {n for p in self.val_pairs for n in p}
             others = sorted(set(train.notes) - in_val)

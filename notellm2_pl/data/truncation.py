@@ -1,12 +1,17 @@
-"""How much text the prompt's token budget cuts, per template (the mICL template is longer than the basic one)."""
+"""How much text the prompt's token budget cuts, per template (the mICL template is longer than the basic one).
+
+``evaluate`` prints it for its pool and ``fit`` logs it for the training notes (a warning above :data:`WARN_SHARE`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from notellm2_pl.data.processing import NoteProcessor
 from notellm2_pl.data.tables import Note
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -50,3 +55,18 @@ def measure_truncation(processor: NoteProcessor, notes: Iterable[Note]) -> Trunc
             cut += 1
             tokens += extra
     return Truncation(total, cut, tokens, processor.max_tokens, processor.fmt.variant)
+
+
+WARN_SHARE = 0.2
+"""Share of notes cut by the token budget above which ``fit`` warns."""
+
+
+def warn_if_truncating(processor: NoteProcessor, notes: Sequence[Note]) -> Truncation:
+    """Log the truncation of ``notes`` at training start, as a warning when more than :data:`WARN_SHARE` are cut.
+
+    A longer template (mICL's) spends more of ``max_tokens`` on its own words, so the same budget cuts more text:
+    one variant then reads less of each note than another, which an ablation must not confuse with its method.
+    """
+    found = measure_truncation(processor, notes)
+    (log.warning if found.share > WARN_SHARE else log.info)(found.line())
+    return found
