@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -115,7 +116,18 @@ class DuckDBEngine:
             self.con.execute(f"SET temp_directory = '{temp_directory}'")
         if threads:
             self.con.execute(f"SET threads = {int(threads)}")
+        # Order matters only where rows are numbered in file order (the two loads below); every later stage orders
+        # explicitly, and not preserving insertion order lets DuckDB parallelise and stream the joins and copies.
+        self.con.execute("SET preserve_insertion_order = false")
+
+    @contextmanager
+    def _file_order(self) -> Iterator[None]:
+        """Within the block, scans keep file order (``ROW_NUMBER() OVER ()`` numbers rows as the file lists them)."""
         self.con.execute("SET preserve_insertion_order = true")
+        try:
+            yield
+        finally:
+            self.con.execute("SET preserve_insertion_order = false")
 
     def _reader(self, path: Path, kind: str) -> str:
         src = str(path / "**" / f"*.{'parquet' if kind == 'parquet' else kind}") if path.is_dir() else str(path)
@@ -131,10 +143,11 @@ class DuckDBEngine:
         cols = [r[0] for r in self.con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
         _missing(cols, path)
         action = "CAST(action AS VARCHAR)" if "action" in [c.lower() for c in cols] else "CAST(NULL AS VARCHAR)"
-        self.con.execute(
-            f"CREATE OR REPLACE TEMP TABLE raw_events AS SELECT CAST(user_id AS VARCHAR) AS user_id, "
-            f"CAST(note_id AS VARCHAR) AS note_id, CAST(\"timestamp\" AS VARCHAR) AS ts_text, {action} AS action, "
-            f"ROW_NUMBER() OVER () AS row_no FROM {src}")
+        with self._file_order():
+            self.con.execute(
+                f"CREATE OR REPLACE TEMP TABLE raw_events AS SELECT CAST(user_id AS VARCHAR) AS user_id, "
+                f"CAST(note_id AS VARCHAR) AS note_id, CAST(\"timestamp\" AS VARCHAR) AS ts_text, {action} AS action, "
+                f"ROW_NUMBER() OVER () AS row_no FROM {src}")
 
     def load_catalogue(self, tables: list[Path]) -> None:
         """Register ``catalogue`` (the union of the tables, first occurrence of an id wins) and ``catalogue_ids``."""
@@ -154,9 +167,10 @@ class DuckDBEngine:
                     cols.append(f"CAST({c} AS VARCHAR) AS {c}")
             parts.append(f"SELECT {', '.join(cols)}, {i} AS src, ROW_NUMBER() OVER () AS row_no FROM {src}")
         union = " UNION ALL ".join(parts)
-        self.con.execute(f"CREATE OR REPLACE TEMP TABLE catalogue AS SELECT {', '.join(CATALOGUE_COLUMNS)} FROM "
-                         f"(SELECT *, ROW_NUMBER() OVER (PARTITION BY note_id ORDER BY src, row_no) AS k FROM "
-                         f"({union}) u WHERE note_id IS NOT NULL) c WHERE k = 1")
+        with self._file_order():
+            self.con.execute(f"CREATE OR REPLACE TEMP TABLE catalogue AS SELECT {', '.join(CATALOGUE_COLUMNS)} FROM "
+                             f"(SELECT *, ROW_NUMBER() OVER (PARTITION BY note_id ORDER BY src, row_no) AS k FROM "
+                             f"({union}) u WHERE note_id IS NOT NULL) c WHERE k = 1")
         self.con.execute("CREATE OR REPLACE TEMP TABLE catalogue_ids AS SELECT note_id FROM catalogue")
 
     def create(self, name: str, sql: str) -> None:
