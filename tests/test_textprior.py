@@ -95,7 +95,7 @@ def test_llama_config_and_time_bound(tmp_path):
 
 
 def test_cli_skips_finished_run(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(pretrain_text, "note_texts", lambda root: list(TEXTS))
+    monkeypatch.setattr(pretrain_text, "note_texts", lambda root, train_pair_notes_only=False: list(TEXTS))
     args = ["--data", "unused", "--out", str(tmp_path / "p"), "--config", json.dumps(TINY), "--max-steps", "3",
             "--vocab-size", "300", "--batch-size", "2", "--seq-len", "16"]
     assert pretrain_text.main(args) == 0
