@@ -67,3 +67,22 @@ def test_validation_falls_back_to_the_llm_state_when_the_image_drowns_the_text(t
     trainer.save_checkpoint(tmp_path / "m.ckpt")
     state = torch.load(tmp_path / "m.ckpt", weights_only=True)["state_dict"]
     assert float(state["encoder.gate.inference_scale"]) == 0.0
+
+
+def test_remixed_embeddings_equal_a_forward_at_that_scale(tmp_path) -> None:
+    """Validation re-mixes the recorded gate state instead of a second forward: the same embeddings."""
+    from _scale_helpers import collate_pair_notes
+
+    from notellm2_pl.training.fusion_scale import gate_states
+
+    module = tiny_module(make_ckpts(tmp_path / "ckpts"), micl=True, late_fusion=True).eval()
+    with torch.no_grad():
+        torch.nn.init.normal_(module.encoder.gate.proj.weight, std=1.0)
+        batch = collate_pair_notes(module, make_pairs(tmp_path / "images", 3))
+        with gate_states(module.encoder.gate) as states:
+            module(batch)
+        h, g = states[0]
+        with fusion_scale(module.encoder.gate, 0.5):
+            want = module(batch).e_m
+    torch.testing.assert_close(module.encoder.project(h + 0.5 * (g - h)), want)
+    assert len(states) == 2  # e_m then e_v (mICL): the first call is e_m's

@@ -201,4 +201,8 @@ class NoteEncoder(nn.Module):
         z = None
         if self.gate is not None:
             h, z = self.gate(h, pooled)
-        return F.normalize(self.head(h).float(), dim=-1), z
+        return self.project(h), z
+
+    def project(self, h: torch.Tensor) -> torch.Tensor:
+        """The linear head and L2 normalisation that turn a (fused) state ``(B, H)`` into an embedding ``(B, d)``."""
+        return F.normalize(self.head(h).float(), dim=-1)

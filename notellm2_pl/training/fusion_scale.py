@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
+import torch
+
 from notellm2_pl.model.late_fusion import LateFusionGate
 
 
@@ -27,6 +29,25 @@ def fusion_scale(gate: LateFusionGate | None, scale: float) -> Iterator[None]:
         yield
     finally:
         gate.inference_scale.copy_(old)
+
+
+@contextmanager
+def gate_states(gate: LateFusionGate | None) -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:
+    """Within the block, each call of ``gate`` appends ``(h, out)``: its LLM state input and its mixed output
+    (``(B, H)`` each), so other strengths ``h + s (out - h)`` need no second forward. Records nothing without gate."""
+    states: list[tuple[torch.Tensor, torch.Tensor]] = []
+    if gate is None:
+        yield states
+        return
+
+    def keep(_module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], output: tuple[torch.Tensor, ...]) -> None:
+        states.append((inputs[0].detach(), output[0].detach()))
+
+    handle = gate.register_forward_hook(keep)
+    try:
+        yield states
+    finally:
+        handle.remove()
 
 
 def choose_scale(recalls: Mapping[float, float]) -> float:

@@ -21,7 +21,7 @@ from notellm2_pl.model.losses import contrastive_loss, micl_loss, pair_set_loss
 from notellm2_pl.plugins.contract import LLMBackbone, VisionEncoder
 from notellm2_pl.retrieval.recall import evaluate_pairs, evaluate_subsets
 from notellm2_pl.retrieval.results import format_table
-from notellm2_pl.training.fusion_scale import choose_scale, fusion_scale
+from notellm2_pl.training.fusion_scale import choose_scale, fusion_scale, gate_states
 from notellm2_pl.training.gradcache import grad_cache_training_step
 from notellm2_pl.training.hparams import migrate_checkpoint_file, migrate_hparams
 from notellm2_pl.training.optim import is_no_decay, lr_lambda
@@ -234,14 +234,16 @@ class NoteLLM2Module(L.LightningModule):
 
     # ------------------------------------------------------------------------------------------------ eval
     def validation_step(self, batch: NoteBatch, batch_idx: int) -> None:
-        """Collect ``e_m`` (and ``e_v``) with the full gate, and ``e_m`` at each other candidate fusion scale."""
-        gate = self.encoder.gate
-        with fusion_scale(gate, 1.0):
+        """Collect ``e_m`` (and ``e_v``) with the full gate, and ``e_m`` at each other candidate fusion scale (one
+        forward: the gate's input state and mix are kept and re-mixed, only the head runs again)."""
+        gate, scales = self.encoder.gate, self._scale_candidates()
+        with fusion_scale(gate, 1.0), gate_states(gate if scales else None) as states:
             self._collect_step(batch)
-        for scale in self._scale_candidates():
-            with fusion_scale(gate, scale):
-                e_m = self(batch).e_m.detach()[:, None]  # (B, 1, d)
-            self._scaled_outputs.setdefault(scale, []).append((e_m, batch["index"]))
+        if scales:
+            h, g = states[0]  # the e_m read-out's call (the first of the forward)
+            for scale in scales:
+                e_m = self.encoder.project(h + scale * (g - h)).detach()[:, None]  # (B, 1, d)
+                self._scaled_outputs.setdefault(scale, []).append((e_m, batch["index"]))
 
     def _collect_step(self, batch: NoteBatch) -> None:
         out = self(batch)
