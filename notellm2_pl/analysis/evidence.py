@@ -1,8 +1,10 @@
 """Evidence in the repository: the small files a grid produced, and docs tables rendered from them.
 
 A result the docs cite must be checkable: :func:`collect` copies what a finished grid wrote (``summary.md``,
-``summary.csv``, every run's ``eval/results.json`` and its record) into a folder under ``results/`` together with
-``provenance.json`` (the command, the commit, the machine). Docs then quote such files between markers::
+``summary.csv``, every run's ``eval/results.json`` and its record, each run's validation curve, and for a grid that
+re-selects a setting the choice made on validation, :mod:`notellm2_pl.analysis.selection`) into a folder under
+``results/`` together with ``provenance.json`` (the command, the commit, the machine). Docs then quote such files
+between markers::
 
     <!-- BEGIN results/ablations/weak_image/summary.md -->
     ...rendered content...
@@ -14,6 +16,7 @@ differs from what the files render, so a table can only change together with its
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import platform
@@ -25,6 +28,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from notellm2_pl.analysis.selection import choose, has_candidates, kept_scores, selection_markdown
+from notellm2_pl.analysis.summary import aggregate
 from notellm2_pl.atomic import atomic_write_text
 
 BLOCK = re.compile(r"(<!-- BEGIN (?P<path>\S+) -->\n)(?P<body>.*?)(<!-- END (?P=path) -->)", re.DOTALL)
@@ -71,11 +76,26 @@ def collect(grid_out: Path, dest: Path, command: str, repo: Path = Path(".")) ->
     runs = sorted(done.parent for done in grid_out.glob("*/done.json"))
     for run_dir in runs:
         written += _collect_run(run_dir, dest / "runs" / run_dir.name)
+    curves = {r.name: validation_curve(r) for r in runs}
     written.append(dest / "validation.md")
-    atomic_write_text(written[-1], validation_table({r.name: validation_curve(r) for r in runs}))
+    atomic_write_text(written[-1], validation_table(curves))
+    written += _write_selection(grid_out, dest, runs, curves)
     written.append(dest / "provenance.json")
     atomic_write_text(written[-1], json.dumps(provenance(command, repo), indent=2) + "\n")
     return written
+
+
+def _write_selection(grid_out: Path, dest: Path, runs: list[Path],
+                     curves: dict[str, dict[str, list[float]]]) -> list[Path]:
+    """``selection.md`` when the grid has ``VARIANT@CANDIDATE`` rows (:mod:`notellm2_pl.analysis.selection`)."""
+    with (grid_out / "summary.csv").open(encoding="utf-8", newline="") as f:
+        names = list(dict.fromkeys(row["variant"] for row in csv.DictReader(f)))  # grid order
+    if not has_candidates(names):
+        return []
+    records = {r.name: json.loads((r / "done.json").read_text(encoding="utf-8")) for r in runs}
+    choices = choose(names, kept_scores(curves, records))
+    atomic_write_text(dest / "selection.md", selection_markdown(choices, aggregate(list(records.values()))))
+    return [dest / "selection.md"]
 
 
 def _collect_run(run_dir: Path, dest: Path) -> list[Path]:
