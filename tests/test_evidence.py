@@ -52,3 +52,23 @@ def test_collect_copies_summaries_runs_and_provenance(tmp_path):
     assert prov["command"].endswith("--grid g") and len(prov["commit"]) == 40 and prov["machine"]["cpus"]
     record = json.loads((tmp_path / "results" / "g" / "runs" / "basic-s0" / "record.json").read_text())
     assert "checkpoint" not in record
+
+
+def test_collect_single_renders_a_run_outside_a_grid(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from notellm2_pl.analysis.evidence import collect_single
+
+    (tmp_path / "eval").mkdir()
+    results = {"full/e_m/all": {"num_queries": 300, "recalls": {"10": 0.64, "100": 0.97}},
+               "only_text/e_m/all": {"num_queries": 300, "recalls": {"10": 0.25, "100": 0.5}}}
+    (tmp_path / "eval" / "results.json").write_text(json.dumps(results))
+    with SummaryWriter(tmp_path / "log" / "version_0") as tb:
+        for step, rec in enumerate([0.5, 0.66]):
+            tb.add_scalar("val/recall", rec, step)
+    files = collect_single(tmp_path / "eval", tmp_path / "log", tmp_path / "results" / "demo", "bash demo.sh", "demo",
+                           repo=ROOT)
+    assert {f.name for f in files} == {"results.json", "summary.md", "validation.md", "provenance.json"}
+    summary = (tmp_path / "results" / "demo" / "summary.md").read_text()
+    assert "| demo | full | 0.640 / 0.970 |" in summary and "| demo | only_text | 0.250 / 0.500 |" in summary
+    assert "| demo | 0.500 / 0.660 | 0.660 | - |" in (tmp_path / "results" / "demo" / "validation.md").read_text()

@@ -28,8 +28,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from notellm2_pl.analysis.records import parse_results
 from notellm2_pl.analysis.selection import choose, has_candidates, kept_scores, selection_markdown
-from notellm2_pl.analysis.summary import aggregate
+from notellm2_pl.analysis.summary import aggregate, summary_markdown
 from notellm2_pl.atomic import atomic_write_text
 
 BLOCK = re.compile(r"(<!-- BEGIN (?P<path>\S+) -->\n)(?P<body>.*?)(<!-- END (?P=path) -->)", re.DOTALL)
@@ -109,12 +110,41 @@ def _collect_run(run_dir: Path, dest: Path) -> list[Path]:
     return out
 
 
-def validation_curve(run_dir: Path) -> dict[str, list[float]]:
-    """``{tag: [value per validation pass]}`` of a run's ``val/recall`` and ``val/fusion_scale`` (TensorBoard logs)."""
+def collect_single(eval_dir: Path, log_dir: Path, dest: Path, command: str, name: str,
+                   repo: Path = Path(".")) -> list[Path]:
+    """Evidence of one run outside a grid (e.g. the demo): its ``results.json``, a table rendered from it, its
+    validation curve and ``provenance.json``, written to ``dest`` (replacing what was there).
+
+    Args:
+        eval_dir: ``evaluate``'s ``--out`` folder (holds ``results.json``).
+        log_dir: The run's TensorBoard folder holding ``version_*`` (e.g. ``runs/demo``).
+        dest: Evidence folder, e.g. ``results/demo``.
+        command: The commands that produced the run and its evaluation, as a user types them.
+        name: Row label of the table.
+        repo: The repository (for the commit).
+
+    Returns:
+        The files written.
+    """
+    results = json.loads((eval_dir / "results.json").read_text(encoding="utf-8"))
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    shutil.copyfile(eval_dir / "results.json", dest / "results.json")
+    record = {"name": name, "seed": 0, "metrics": parse_results(results)}
+    atomic_write_text(dest / "summary.md", summary_markdown(name, [name], [record]))
+    atomic_write_text(dest / "validation.md", validation_table({name: validation_curve(log_dir, "version_*")}))
+    atomic_write_text(dest / "provenance.json", json.dumps(provenance(command, repo), indent=2) + "\n")
+    return [dest / f for f in ("results.json", "summary.md", "validation.md", "provenance.json")]
+
+
+def validation_curve(run_dir: Path, pattern: str = "tb/version_*") -> dict[str, list[float]]:
+    """``{tag: [value per validation pass]}`` of a run's ``val/recall`` and ``val/fusion_scale`` (TensorBoard logs
+    in the folders ``run_dir/pattern``)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     curves: dict[str, list[float]] = {}
-    for events in sorted(run_dir.glob("tb/version_*")):
+    for events in sorted(run_dir.glob(pattern)):
         acc = EventAccumulator(str(events))
         acc.Reload()
         for tag in ("val/recall", "val/fusion_scale"):
