@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from notellm2_pl.analysis.records import parse_results
+from notellm2_pl.analysis.records import parse_results, query_counts
 from notellm2_pl.analysis.selection import choose, has_candidates, kept_scores, selection_markdown
 from notellm2_pl.analysis.summary import aggregate, summary_markdown
 from notellm2_pl.atomic import atomic_write_text
@@ -131,7 +131,7 @@ def collect_single(eval_dir: Path, log_dir: Path, dest: Path, command: str, name
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
     shutil.copyfile(eval_dir / "results.json", dest / "results.json")
-    record = {"name": name, "seed": 0, "metrics": parse_results(results)}
+    record = {"name": name, "seed": 0, "metrics": parse_results(results), "num_queries": query_counts(results)}
     atomic_write_text(dest / "summary.md", summary_markdown(name, [name], [record]))
     atomic_write_text(dest / "validation.md", validation_table({name: validation_curve(log_dir, "version_*")}))
     atomic_write_text(dest / "provenance.json", json.dumps(provenance(command, repo), indent=2) + "\n")
