@@ -72,3 +72,18 @@ def test_collect_single_renders_a_run_outside_a_grid(tmp_path):
     summary = (tmp_path / "results" / "demo" / "summary.md").read_text()
     assert "| demo | full | 0.640 / 0.970 |" in summary and "| demo | only_text | 0.250 / 0.500 |" in summary
     assert "| demo | 0.500 / 0.660 | 0.660 | - |" in (tmp_path / "results" / "demo" / "validation.md").read_text()
+
+
+def test_jsonl_blocks_render_the_named_lines_and_dotted_columns(tmp_path):
+    (tmp_path / "b.jsonl").write_text('{"pairs": 64, "t": {"1024": {"s": 1.5}}, "ok": true}\n'
+                                      '{"pairs": 128, "t": {}, "ok": false, "x": null}\n')
+    doc = ("<!-- BEGIN b.jsonl lines=2,1 columns=pairs,t.1024.s,ok -->\nold\n<!-- END b.jsonl -->\n"
+           "<!-- BEGIN b.jsonl columns=pairs -->\n<!-- END b.jsonl -->\n")
+    assert render(doc, tmp_path) == (
+        "<!-- BEGIN b.jsonl lines=2,1 columns=pairs,t.1024.s,ok -->\n| pairs | t.1024.s | ok |\n|---|---|---|\n"
+        "| 128 | - | false |\n| 64 | 1.5 | true |\n<!-- END b.jsonl -->\n"
+        "<!-- BEGIN b.jsonl columns=pairs -->\n| pairs |\n|---|\n| 64 |\n| 128 |\n<!-- END b.jsonl -->\n")
+    for bad, message in [("lines=3 columns=pairs", "has 2 lines"), ("lines=1", "needs columns"),
+                         ("columns=pairs rows=1", "unknown marker options"), ("columns", "not key=value")]:
+        with pytest.raises(ValueError, match=message):
+            render(f"<!-- BEGIN b.jsonl {bad} -->\n<!-- END b.jsonl -->", tmp_path)

@@ -28,12 +28,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from notellm2_pl.analysis.jsonl_table import parse_options, table_from_options
 from notellm2_pl.analysis.records import parse_results, query_counts
 from notellm2_pl.analysis.selection import choose, has_candidates, kept_scores, selection_markdown
 from notellm2_pl.analysis.summary import aggregate, summary_markdown
 from notellm2_pl.atomic import atomic_write_text
 
-BLOCK = re.compile(r"(<!-- BEGIN (?P<path>\S+) -->\n)(?P<body>.*?)(<!-- END (?P=path) -->)", re.DOTALL)
+BLOCK = re.compile(r"(<!-- BEGIN (?P<path>\S+)(?P<opts>(?: [^\s>]+)*) -->\n)(?P<body>.*?)(<!-- END (?P=path) -->)",
+                   re.DOTALL)
 RECORD_KEYS = ("run_id", "name", "seed", "recipe", "configs", "overrides", "hparams", "metrics", "num_queries",
                "seconds", "finished")
 
@@ -168,9 +170,12 @@ def validation_table(curves: dict[str, dict[str, list[float]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def fragment(path: Path) -> str:
+def fragment(path: Path, options: str = "") -> str:
     """What a doc shows of an evidence file: a markdown file without its title line and with its headings two levels
-    down (it sits inside a doc's section), else the file in a code block."""
+    down (it sits inside a doc's section); a JSON-lines file as a table of the marker's ``columns=`` and ``lines=``
+    (:mod:`notellm2_pl.analysis.jsonl_table`); else the file in a code block."""
+    if path.suffix == ".jsonl":
+        return table_from_options(path, parse_options(options))
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".md":
         lines = text.splitlines()
@@ -191,7 +196,7 @@ def render(text: str, repo: Path) -> str:
         source = repo / m.group("path")
         if not source.is_file():
             raise FileNotFoundError(f"a doc quotes {m.group('path')}, which does not exist")
-        return m.group(1) + fragment(source) + m.group(4)
+        return m.group(1) + fragment(source, m.group("opts")) + m.group(5)
 
     return BLOCK.sub(replace, text)
 
