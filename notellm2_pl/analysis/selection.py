@@ -67,7 +67,7 @@ def choose(names: Sequence[str], kept_validation: Mapping[str, Sequence[float]])
         values = [v for v in kept_validation.get(name, []) if not np.isnan(v)]
         if parts and values:
             scores.setdefault(parts[0], {})[parts[1]] = float(np.mean(values))
-    return [Choice(variant, max(cands, key=lambda c: (cands[c], -list(cands).index(c))), cands)
+    return [Choice(variant, max(cands, key=cands.__getitem__), cands)  # max keeps the first of equals
             for variant, cands in scores.items()]
 
 

@@ -45,5 +45,10 @@ class LateFusionGate(nn.Module):
         z = torch.sigmoid(self.gate(torch.cat([h_llm, v], dim=-1)))  # (B, H)
         fused = z * h_llm + (1 - z) * v
         if not self.training and float(self.inference_scale) != 1.0:
-            fused = h_llm + self.inference_scale.to(fused.dtype) * (fused - h_llm)
+            fused = self.at_scale(h_llm, fused, self.inference_scale.to(fused.dtype))
         return fused, z
+
+    @staticmethod
+    def at_scale(h_llm: torch.Tensor, mix: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
+        """The embedding state at late-fusion strength ``s``: ``h + s (mix - h)`` (``(B, H)`` each)."""
+        return h_llm + scale * (mix - h_llm)

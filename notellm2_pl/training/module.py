@@ -242,7 +242,7 @@ class NoteLLM2Module(L.LightningModule):
         if scales:
             h, g = states[0]  # the e_m read-out's call (the first of the forward)
             for scale in scales:
-                e_m = self.encoder.project(h + scale * (g - h)).detach()[:, None]  # (B, 1, d)
+                e_m = self.encoder.project(gate.at_scale(h, g, scale)).detach()[:, None]  # (B, 1, d)
                 self._scaled_outputs.setdefault(scale, []).append((e_m, batch["index"]))
 
     def _collect_step(self, batch: NoteBatch) -> None:
