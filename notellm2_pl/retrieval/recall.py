@@ -93,7 +93,7 @@ def _id_index(note_ids: Sequence[str], num_rows: int) -> dict[str, int]:
         raise ValueError(
             f"Got {len(note_ids)} note ids for {num_rows} embedding rows; pass exactly one id per row, in row order."
         )
-    id_to_row = {nid: i for i, nid in enumerate(note_ids)}
+    id_to_row = dict(zip(note_ids, range(num_rows), strict=True))
     if len(id_to_row) != num_rows:
         seen: set[str] = set()
         dup = None

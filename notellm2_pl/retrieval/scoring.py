@@ -1,31 +1,33 @@
 """The one exact scoring kernel of the retrieval paths: tiled float32 GEMM fused with a per-tile reduction.
 
 :func:`scan_scores` streams every ``(query tile x pool tile)`` block of inner products through a reducer while the
-block is still in cache, so the full ``(Q, P)`` score matrix never exists. Two reducers use it:
+block is still in cache, so the full ``(Q, P)`` score matrix never exists. Two reducers use it, each one compiled
+pass over the tile (:mod:`~notellm2_pl.retrieval.tile_kernels`):
 
 * :class:`RankCounter`: for each query, the number of pool notes scoring above a per-query threshold (the exact
   Recall@K rank of :func:`~notellm2_pl.retrieval.ranking.rank_targets`).
 * :class:`TopKMerger`: each query's running top-k, merged tile by tile (the neighbour table of
-  :mod:`~notellm2_pl.retrieval.neighbour_table`). A pool entry enters a tile's candidates only if it beats the
-  query's current k-th score, so after the first pool tile a tile costs one compare pass plus a handful of candidates.
+  :mod:`~notellm2_pl.retrieval.neighbour_table`). A row where no score reaches the query's current k-th costs one
+  vector count; entries that do are insertion-sorted into the k slots.
 
 Parallelism: the queries are split across worker threads (one per core by default), each running one-thread GEMMs
-and its own reductions, so reductions overlap other cores' GEMMs instead of leaving them idle. Reductions start with a
-row maximum of the tile (one read pass, far cheaper than the GEMM): rows where nothing can change are skipped.
+and its own reductions, so reductions overlap other cores' GEMMs instead of leaving them idle. OpenMP's thread count
+is per thread, so every worker sets its own to one (two-thread GEMMs on two workers oversubscribe the cores).
 
-Tile shapes: small tiles keep the GEMM output in cache for the reduction pass, large ones amortise the GEMM's packing
-and the per-tile Python overhead; 1024 x 1024 was fastest for both paths at d = 64 on the 2-core reference machine.
-``benchmarks/bench_neighbours.py`` measures the GEMM rate over tile shapes and both paths against their FLOP floor
-on any machine (docs/evaluation.md#speed-of-the-exact-paths).
+Tile shapes: the score tile must stay in the core's L2 cache between the GEMM that writes it and the reduction that
+reads it, next to the GEMM's operands; a tile too small pays the per-tile Python overhead. 256 x 768 (768 KB of
+scores) was fastest for both paths at d = 64 on the 2-core reference machine (2 MB of L2 per core); at 1024 x 1024
+(4 MB) the reduction reads from memory and costs as much as the GEMM. ``benchmarks/bench_neighbours.py`` measures
+the GEMM rate over tile shapes and both paths against their FLOP floor on any machine
+(docs/evaluation.md#speed-of-the-exact-paths).
 
-Order rule of the top-k: score descending, then pool position ascending (as a stable descending argsort would). Each
-query can exclude one pool position (its own row); an excluded entry scores ``-inf`` in the tile and is never counted
-or returned.
+Order rule of the top-k: score descending, then pool position (or label) ascending, as a stable descending argsort
+would. Each query can exclude one pool position (its own row); an excluded entry scores ``-inf`` in the tile and is
+never counted or returned.
 """
 
 from __future__ import annotations
 
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 from typing import Protocol
@@ -33,10 +35,10 @@ from typing import Protocol
 import numpy as np
 import torch
 
-DEFAULT_QUERY_TILE = 1024
+DEFAULT_QUERY_TILE = 256
 """Queries per score tile (with :data:`DEFAULT_POOL_TILE`: the fast tile shape at d = 64, see the module docstring)."""
 
-DEFAULT_POOL_TILE = 1024
+DEFAULT_POOL_TILE = 768
 """Pool rows per score tile."""
 
 
@@ -94,7 +96,7 @@ def scan_scores(queries: np.ndarray, pool_emb: np.ndarray, reduce: TileReducer, 
     torch.set_num_threads(1)
     try:
         with ThreadPoolExecutor(workers, thread_name_prefix="scan_scores") as pool:
-            for job in [pool.submit(scan, int(lo), int(hi)) for lo, hi in pairwise(bounds)]:
+            for job in [pool.submit(scan, int(lo), int(hi), 1) for lo, hi in pairwise(bounds)]:
                 job.result()
     finally:
         torch.set_num_threads(threads)
@@ -111,38 +113,35 @@ class _RangeScan:
         self.pool_size = pool_emb.shape[0] if pool_rows is None else pool_rows.shape[0]
         self.reduce, self.exclude, self.qt, self.pt = reduce, exclude, qt, pt
 
-    def __call__(self, q_lo: int, q_hi: int) -> None:
-        qt, pt = self.qt, self.pt
-        buf = torch.empty(min(qt, q_hi - q_lo) * pt, dtype=torch.float32)
-        for p0 in range(0, self.pool_size, pt):
-            p1 = min(p0 + pt, self.pool_size)
-            m = p1 - p0
+    def __call__(self, q_lo: int, q_hi: int, threads: int | None = None) -> None:
+        if threads is not None:
+            torch.set_num_threads(threads)  # OpenMP's thread count is per thread: a new worker must set its own
+        tiles = [(q0, min(q0 + self.qt, q_hi)) for q0 in range(q_lo, q_hi, self.qt)]
+        spans = [self._excluded_span(q0, q1) for q0, q1 in tiles]
+        buf = torch.empty(min(self.qt, q_hi - q_lo) * self.pt, dtype=torch.float32)
+        views: dict[tuple[int, int], tuple[torch.Tensor, np.ndarray]] = {}  # (b, m) -> contiguous tile, numpy view
+        for p0 in range(0, self.pool_size, self.pt):
+            p1 = min(p0 + self.pt, self.pool_size)
             chunk = self.te[p0:p1] if self.rows is None else self.te.index_select(0, self.rows[p0:p1])  # (m, d)
             chunk_t = chunk.T  # (d, m) view: the GEMM reads the row-major chunk as transposed, no copy
-            for q0 in range(q_lo, q_hi, qt):
-                b = min(q0 + qt, q_hi) - q0
-                block = buf[: b * m].view(b, m)  # contiguous (b, m)
-                torch.mm(self.tq[q0:q0 + b], chunk_t, out=block)
-                scores = block.numpy()  # (b, m), same memory
-                if self.exclude is not None:
-                    _mask_excluded(scores, self.exclude[q0:q0 + b] - p0)
+            for (q0, q1), span in zip(tiles, spans, strict=True):
+                shape = (q1 - q0, p1 - p0)
+                if shape not in views:
+                    block = buf[: shape[0] * shape[1]].view(shape)
+                    views[shape] = block, block.numpy()  # same memory
+                block, scores = views[shape]
+                torch.mm(self.tq[q0:q1], chunk_t, out=block)
+                if span is not None and span[0] < p1 and span[1] >= p0:
+                    _mask_excluded(scores, self.exclude[q0:q1] - p0)
                 self.reduce(q0, p0, scores)
 
-
-_LOCAL = threading.local()
-
-
-def _scratch(nbytes: int) -> np.ndarray:
-    """This thread's reusable byte buffer, at least ``nbytes`` long (grown on demand; never shared by threads)."""
-    buf = getattr(_LOCAL, "buf", None)
-    if buf is None or buf.size < nbytes:
-        buf = _LOCAL.buf = np.empty(nbytes, dtype=np.uint8)
-    return buf[:nbytes]
-
-
-def _row_max(scores: np.ndarray) -> np.ndarray:
-    """(b,) maximum of each row of a (b, m) tile: one vectorised read pass, no mask written."""
-    return torch.amax(torch.from_numpy(scores), dim=1).numpy()
+    def _excluded_span(self, q0: int, q1: int) -> tuple[int, int] | None:
+        """Lowest and highest pool position excluded by queries ``q0:q1`` (``None``: none), to skip other tiles."""
+        if self.exclude is None:
+            return None
+        ex = self.exclude[q0:q1]
+        ex = ex[ex >= 0]
+        return (int(ex.min()), int(ex.max())) if ex.size else None
 
 
 def _mask_excluded(scores: np.ndarray, local: np.ndarray) -> None:
@@ -153,65 +152,47 @@ def _mask_excluded(scores: np.ndarray, local: np.ndarray) -> None:
 
 
 class RankCounter:
-    """Counts, per query, the pool entries scoring strictly above its threshold.
+    """Counts, per query, the pool entries scoring strictly above its threshold (one compiled pass per tile).
 
-    A tile's row maximum (one cheap read pass) skips the rows where nothing beats the threshold; the others get a
-    compare pass and a byte count. Concurrent calls on disjoint query rows are safe.
+    Concurrent calls on disjoint query rows are safe.
 
     Args:
         thresholds: (Q,) float32 score a pool entry must exceed to count.
-        query_tile: Largest tile height (kept for a stable signature; scratch is per thread).
-        pool_tile: Largest tile width.
+        query_tile: Largest tile height (kept for a stable signature).
+        pool_tile: Largest tile width (at most :data:`~notellm2_pl.retrieval.tile_kernels.MAX_TILE_WIDTH`).
+
+    Raises:
+        ValueError: If ``pool_tile`` is too wide to count exactly.
 
     Attributes:
         counts: (Q,) int64 running counts.
     """
 
     def __init__(self, thresholds: np.ndarray, query_tile: int, pool_tile: int) -> None:
+        from notellm2_pl.retrieval.tile_kernels import MAX_TILE_WIDTH, count_above
+
+        if pool_tile > MAX_TILE_WIDTH:
+            raise ValueError(f"pool_tile must be at most {MAX_TILE_WIDTH} to count exactly, got {pool_tile}.")
+        self._count = count_above
         self.thr = np.ascontiguousarray(thresholds, dtype=np.float32)
         self.counts = np.zeros(self.thr.shape[0], dtype=np.int64)
 
     def __call__(self, q0: int, p0: int, scores: np.ndarray) -> None:
-        b, m = scores.shape
-        thr = self.thr[q0:q0 + b]
-        live = np.flatnonzero(_row_max(scores) > thr)  # rows with at least one entry above
-        if live.size == 0:
-            return
-        if live.size * 2 < b:
-            scores, thr = scores[live], thr[live]  # (L, m) copy of the few live rows
-        higher = _scratch(scores.shape[0] * m).reshape(scores.shape[0], m)  # 0/1 bytes
-        np.greater(scores, thr[:, None], out=higher.view(bool))
-        if scores.shape[0] == b:
-            self.counts[q0:q0 + b] += row_counts(higher)
-        else:
-            self.counts[q0 + live] += row_counts(higher)
-
-
-_GROUP_WORDS = 128
-"""Words of 8 one-byte lanes summed at once by :func:`row_counts`: each lane stays <= 128, so no carries."""
-
-
-def row_counts(mask: np.ndarray) -> np.ndarray:
-    """(b,) number of ones in each row of a C-contiguous (b, m) 0/1 ``uint8`` array.
-
-    When ``m`` is a multiple of 1024 the bytes are summed as 8-lane 64-bit words (8x fewer additions than a byte
-    reduction with a widening cast); otherwise by a plain byte reduction.
-    """
-    b, m = mask.shape
-    if m % (8 * _GROUP_WORDS) or not mask.flags.c_contiguous:
-        return np.add.reduce(mask, axis=1, dtype=np.int64)
-    words = mask.view(np.uint64).reshape(b, m // (8 * _GROUP_WORDS), _GROUP_WORDS)  # (b, g, 128) 8 lanes each
-    lanes = np.add.reduce(words, axis=2)  # (b, g) uint64, every byte lane <= 128
-    return np.add.reduce(lanes.view(np.uint8).reshape(b, -1), axis=1, dtype=np.int64)
+        b = scores.shape[0]
+        self._count(scores, self.thr[q0:q0 + b], self.counts[q0:q0 + b])
 
 
 class TopKMerger:
     """Running top-k of each query over the pool, by (score descending, pool position ascending).
 
+    Each tile is folded in by one compiled pass (:func:`~notellm2_pl.retrieval.tile_kernels.topk_update`): rows
+    where no score reaches the current k-th are skipped after a vector count, entries that enter are
+    insertion-sorted. Concurrent calls on disjoint query rows are safe.
+
     Args:
         num_queries: Q.
         k: Neighbours kept per query.
-        query_tile: Largest tile height (kept for a stable signature; scratch is per thread).
+        query_tile: Largest tile height (kept for a stable signature).
         pool_tile: Largest tile width.
         labels: (P,) int64 label of each pool position, stored and ordered instead of the position (e.g. catalogue
             rows when the pool is a subset); must be non-negative and unique.
@@ -226,55 +207,17 @@ class TopKMerger:
                  labels: np.ndarray | None = None) -> None:
         if k <= 0:
             raise ValueError(f"k must be positive, got {k}.")
+        from notellm2_pl.retrieval.tile_kernels import topk_update
+
+        self._update = topk_update
         self.k = k
-        self.labels = labels
+        self.labels = np.empty(0, dtype=np.int64) if labels is None else np.ascontiguousarray(labels, dtype=np.int64)
         self.scores = np.full((num_queries, k), -np.inf, dtype=np.float32)
         self.positions = np.full((num_queries, k), -1, dtype=np.int64)
 
     def __call__(self, q0: int, p0: int, scores: np.ndarray) -> None:
-        b, m = scores.shape
-        kth = self.scores[q0:q0 + b, -1]  # (b,) the score a new entry must beat (ties: lower position wins)
-        if m > self.k and np.isneginf(kth).any():
-            # Some query has free slots (first tile): keep only this tile's own top-k (ties at its k-th included).
-            part = np.partition(scores, m - self.k, axis=1)[:, m - self.k]  # (b,) k-th best of the tile
-            kth = np.maximum(kth, np.nextafter(part, np.float32(-np.inf)))  # >= part, and > kth
-            live = np.arange(b)
-        else:
-            live = np.flatnonzero(_row_max(scores) > kth)  # rows where some entry beats the k-th
-            if live.size == 0:
-                return
-            if live.size < b:
-                scores, kth = scores[live], kth[live]  # (L, m) copy of the live rows
-        mask = _scratch(scores.shape[0] * m).reshape(scores.shape[0], m).view(bool)  # (L, m)
-        np.greater(scores, kth[:, None], out=mask)
-        flat = np.flatnonzero(mask.reshape(-1))  # 1-D bool scan: far faster than a 2-D np.nonzero
-        if flat.size:
-            local = flat // m
-            pos = p0 + (flat - local * m)
-            self.merge(q0, live[local], scores.reshape(-1)[flat], pos if self.labels is None else self.labels[pos])
-
-    def merge(self, q0: int, rows: np.ndarray, cand_scores: np.ndarray, cand_pos: np.ndarray) -> None:
-        """Merge candidates ``(rows[i] + q0, cand_scores[i], cand_pos[i])`` into the running top-k.
-
-        ``rows`` must be sorted ascending (as ``np.nonzero`` gives them); any positions are allowed.
-        """
-        counts = np.bincount(rows)  # (max row + 1,)
-        hit = np.flatnonzero(counts)  # tile rows with candidates
-        width = self.k + int(counts.max())
-        slot = np.searchsorted(hit, rows)  # (C,) row of each candidate inside the padded block
-        start = np.cumsum(counts) - counts  # first candidate of each tile row
-        col = self.k + np.arange(rows.size) - start[rows]  # (C,) column of each candidate
-        s = np.full((hit.size, width), -np.inf, dtype=np.float32)  # (R, k + c_max)
-        p = np.full((hit.size, width), -1, dtype=np.int64)
-        s[:, : self.k] = self.scores[q0 + hit]
-        p[:, : self.k] = self.positions[q0 + hit]
-        s[slot, col] = cand_scores
-        p[slot, col] = cand_pos
-        # Unfilled slots (-inf, -1) must sort last: give them the largest position.
-        tie_key = np.where(p < 0, np.iinfo(np.int64).max, p)
-        order = np.lexsort((tie_key, -s), axis=1)[:, : self.k]  # (R, k) by score desc, then position asc
-        self.scores[q0 + hit] = np.take_along_axis(s, order, axis=1)
-        self.positions[q0 + hit] = np.take_along_axis(p, order, axis=1)
+        b = scores.shape[0]
+        self._update(scores, p0, self.labels, self.scores[q0:q0 + b], self.positions[q0:q0 + b])
 
 
 def exact_topk(queries: np.ndarray, pool_emb: np.ndarray, k: int, *, pool_rows: np.ndarray | None = None,
