@@ -68,6 +68,9 @@ def main() -> None:
     if args.single:
         print(json.dumps(run_single(args)))
         return
+    from notellm2_pl.analysis.evidence import provenance
+
+    code = provenance(" ".join(["python", *sys.argv]), Path(__file__).resolve().parent.parent)
     for method in args.methods:
         argv = [f"--{k}={getattr(args, k)}" for k in ("notes", "clusters", "dim", "k", "nprobe", "ef_search",
                                                         "recall_sample", "seed")]
@@ -79,7 +82,9 @@ def main() -> None:
         row = json.loads(out.decode().strip().splitlines()[-1])
         row.update(notes=args.notes, clusters=args.clusters, dim=args.dim, k=args.k,
                    peak_rss_gb=round(usage.ru_maxrss / 2**20, 2), cpus=os.cpu_count(),
-                   load_avg=os.getloadavg()[0], platform=platform.platform(), date=time.strftime("%Y-%m-%d %H:%M"))
+                   load_avg=round(os.getloadavg()[0], 2), platform=platform.platform(),
+                   date=time.strftime("%Y-%m-%d %H:%M"), commit=code["commit"][:10], dirty=code["dirty"],
+                   command=code["command"])
         print(json.dumps(row), flush=True)
         with args.out.open("a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
