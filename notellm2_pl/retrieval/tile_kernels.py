@@ -2,7 +2,7 @@
 
 The GEMM of a ``(b, m)`` score tile costs ``2 d`` FLOPs per score (128 at d = 64); a reduction built from numpy or
 torch calls costs several full passes (a compare writing a mask, a count reading it, a row maximum), which on this
-hardware is as long again as the GEMM. These loops, compiled by numba (``nogil``, so worker threads run them
+hardware takes nearly as long as the GEMM. These loops, compiled by numba (``nogil``, so worker threads run them
 concurrently), read each score once with vector compares and touch scalars only where something changes:
 
 * :func:`count_above`: per row, the number of scores strictly above the row's threshold (Recall@K ranks).
