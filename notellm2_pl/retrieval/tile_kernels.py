@@ -33,20 +33,16 @@ MAX_TILE_WIDTH = 2**24
 
 
 @njit(nogil=True, cache=True, fastmath=_EXACT_COUNTING)
-def _count_above(scores: np.ndarray, i: int, j0: int, j1: int, t: float) -> int:  # pragma: no cover - jit
-    """Number of ``scores[i, j0:j1]`` strictly above ``t`` (vector compares, no branch per entry)."""
+def _count(scores: np.ndarray, i: int, j0: int, j1: int, t: float, strict: bool) -> int:  # pragma: no cover - jit
+    """Number of ``scores[i, j0:j1]`` above ``t`` (``strict``) or at least ``t``: vector compares, no branch per
+    entry (the loop is unswitched on ``strict``)."""
     c = np.float32(0)
-    for j in range(j0, j1):
-        c += np.float32(1) if scores[i, j] > t else np.float32(0)
-    return int(c)
-
-
-@njit(nogil=True, cache=True, fastmath=_EXACT_COUNTING)
-def _count_reaching(scores: np.ndarray, i: int, j0: int, j1: int, t: float) -> int:  # pragma: no cover - jit
-    """Number of ``scores[i, j0:j1]`` at or above ``t``."""
-    c = np.float32(0)
-    for j in range(j0, j1):
-        c += np.float32(1) if scores[i, j] >= t else np.float32(0)
+    if strict:
+        for j in range(j0, j1):
+            c += np.float32(1) if scores[i, j] > t else np.float32(0)
+    else:
+        for j in range(j0, j1):
+            c += np.float32(1) if scores[i, j] >= t else np.float32(0)
     return int(c)
 
 
@@ -55,7 +51,7 @@ def count_above(scores: np.ndarray, thresholds: np.ndarray, counts: np.ndarray) 
     """``counts[i] += #{j : scores[i, j] > thresholds[i]}`` for a (b, m) float32 tile (m < 2**24)."""
     b, m = scores.shape
     for i in range(b):
-        counts[i] += _count_above(scores, i, 0, m, thresholds[i])
+        counts[i] += _count(scores, i, 0, m, thresholds[i], True)
 
 
 @njit(nogil=True, cache=True)
@@ -97,11 +93,11 @@ def topk_update(scores: np.ndarray, p0: int, labels: np.ndarray, top_s: np.ndarr
     k = top_s.shape[1]
     for i in range(b):
         t = top_s[i, k - 1]
-        if _count_reaching(scores, i, 0, m, t) == 0:
+        if _count(scores, i, 0, m, t, False) == 0:
             continue
         for j0 in range(0, m, BLOCK):
             j1 = min(j0 + BLOCK, m)
-            if _count_reaching(scores, i, j0, j1, t) == 0:
+            if _count(scores, i, j0, j1, t, False) == 0:
                 continue
             for j in range(j0, j1):
                 s = scores[i, j]
