@@ -35,6 +35,15 @@ def _brute_ranks(q: np.ndarray, t_idx: np.ndarray, e: np.ndarray, pool: np.ndarr
     return above.sum(1)
 
 
+def _brute_ties(q: np.ndarray, t_idx: np.ndarray, e: np.ndarray, pool: np.ndarray, tol: float) -> np.ndarray:
+    """Reference: pool rows other than the target scoring within ``tol`` of the target (float64)."""
+    s = q.astype(np.float64) @ e[pool].astype(np.float64).T  # (Q, P)
+    st = np.einsum("qd,qd->q", q.astype(np.float64), e[t_idx].astype(np.float64))
+    tied = np.abs(s - st[:, None]) <= tol
+    tied &= pool[None, :] != t_idx[:, None]
+    return tied.sum(1)
+
+
 def _naive_ranks(q: np.ndarray, t_idx: np.ndarray, e: np.ndarray, pool: np.ndarray) -> np.ndarray:
     """Position of the target after a full descending sort (the textbook method; ties broken arbitrarily)."""
     out = []
@@ -80,7 +89,7 @@ def test_rank_targets_matches_brute_force_random(seed: int) -> None:
     perm = rng.permutation(n)
     q_rows, t_rows = perm[:nq], perm[nq : 2 * nq]
     pool = np.setdiff1d(np.arange(n), q_rows)
-    ours = rank_targets(e[q_rows], t_rows, e, pool, query_chunk_size=64, pool_chunk_size=500)
+    ours = rank_targets(e[q_rows], t_rows, e, pool, query_chunk_size=64, pool_chunk_size=500).higher
     ref = _brute_ranks(e[q_rows], t_rows, e, pool, tol=1e-6)
     # Differences are only allowed where some pool score is within float32 rounding of the tie boundary.
     bad = np.flatnonzero(ours != ref)
@@ -94,24 +103,26 @@ def test_rank_targets_matches_brute_force_random(seed: int) -> None:
     assert np.array_equal(ours[:20], _naive_ranks(e[q_rows[:20]], t_rows[:20], e, pool))
 
 
-def test_rank_targets_ties_count_for_the_target() -> None:
+def test_rank_targets_counts_ties_apart() -> None:
     rng = np.random.default_rng(3)
     n, d, nq = 800, 16, 60
     e = _quantised(rng, n, d)
     q_rows, t_rows = np.arange(nq), np.arange(nq, 2 * nq)
-    # Plant exact duplicates of some targets in the pool: equal score, must not cost the target a rank.
+    # Plant exact duplicates of some targets in the pool: equal score, a tie (half a place in expectation).
     dup_rows = np.arange(2 * nq, 2 * nq + 20)
     e[dup_rows] = e[t_rows[:20]]
     pool = np.arange(nq, n)
     for tol in (0.0, 1e-6):
         ours = rank_targets(e[q_rows], t_rows, e, pool, query_chunk_size=7, pool_chunk_size=33, tie_tol=tol)
-        ref = _brute_ranks(e[q_rows], t_rows, e, pool, tol=0.0)  # exact arithmetic here: strict ">" only
-        assert np.array_equal(ours, ref)
-    # Quantised scores tie a lot: the strict rule gives each target the best rank among its equals.
-    s = e[q_rows] @ e[pool].T
-    st = np.einsum("qd,qd->q", e[q_rows], e[t_rows])
-    assert np.array_equal(ours, (s > st[:, None]).sum(1))
-    assert ((s == st[:, None]).sum(1) > 1).any(), "test data should contain ties"
+        # exact arithmetic here: ">" above the band, "==" inside it
+        assert np.array_equal(ours.higher, _brute_ranks(e[q_rows], t_rows, e, pool, tol=0.0))
+        assert np.array_equal(ours.ties, _brute_ties(e[q_rows], t_rows, e, pool, tol=0.0))
+    assert (ours.ties[:20] >= 1).all(), "each planted duplicate is a tie"
+    assert np.array_equal(ours.expected, ours.higher + ours.ties / 2)
+    # Recall@K under random tie-breaking: probability that the target lands in the top K.
+    for k in (1, 3, 10):
+        want = np.clip((k - ours.higher) / (ours.ties + 1), 0, 1)
+        assert np.allclose(ours.hits(k), want)
 
 
 def test_rank_targets_duplicates_of_target_random() -> None:
@@ -124,8 +135,11 @@ def test_rank_targets_duplicates_of_target_random() -> None:
     pool = np.arange(nq, n)
     for qc, pc in [(256, 8192), (7, 33), (1, 1000)]:
         ours = rank_targets(e[q_rows], t_rows, e, pool, query_chunk_size=qc, pool_chunk_size=pc)
-        # float64 reference: duplicates score exactly the target's score, so they never count.
-        assert np.array_equal(ours, _brute_ranks(e[q_rows], t_rows, e, pool, tol=1e-6))
+        # float64 reference: both duplicates score exactly the target's score: two ties each, never "higher"
+        # (a random pool note within 1e-6 of the target adds one more now and then).
+        assert np.array_equal(ours.higher, _brute_ranks(e[q_rows], t_rows, e, pool, tol=1e-6))
+        assert np.array_equal(ours.ties, _brute_ties(e[q_rows], t_rows, e, pool, tol=1e-6))
+        assert (ours.ties >= 2).all()
 
 
 def test_rank_targets_chunking_invariant() -> None:
@@ -133,10 +147,11 @@ def test_rank_targets_chunking_invariant() -> None:
     e = _unit(rng, 1000, 24)
     q_rows, t_rows = np.arange(50), np.arange(50, 100)
     pool = np.arange(50, 1000)
-    base = rank_targets(e[q_rows], t_rows, e, pool, query_chunk_size=10_000, pool_chunk_size=10_000, workers=1)
+    base = rank_targets(e[q_rows], t_rows, e, pool, query_chunk_size=10_000, pool_chunk_size=10_000, workers=1).higher
     for qc, pc in [(1, 950), (50, 1), (3, 17), (64, 128), (7, 999)]:
         for workers in (1, 2, 4):  # threads split the queries; each reduces its own rows
-            got = rank_targets(e[q_rows], t_rows, e, pool, query_chunk_size=qc, pool_chunk_size=pc, workers=workers)
+            got = rank_targets(e[q_rows], t_rows, e, pool, query_chunk_size=qc, pool_chunk_size=pc,
+                               workers=workers).higher
             assert np.array_equal(got, base), (qc, pc, workers)
 
 
@@ -144,11 +159,11 @@ def test_rank_targets_pool_none_and_target_outside_pool() -> None:
     rng = np.random.default_rng(5)
     e = _unit(rng, 200, 8)
     q, t = e[:5], np.arange(5, 10)
-    all_rows = rank_targets(q, t, e)  # pool = every row (the queries' own rows included)
+    all_rows = rank_targets(q, t, e).higher  # pool = every row (the queries' own rows included)
     assert np.array_equal(all_rows, _brute_ranks(q, t, e, np.arange(200), 1e-6))
     # Target not in the pool: nothing to exclude, still counts the pool only.
     pool = np.arange(10, 200)
-    assert np.array_equal(rank_targets(q, t, e, pool), _brute_ranks(q, t, e, pool, 1e-6))
+    assert np.array_equal(rank_targets(q, t, e, pool).higher, _brute_ranks(q, t, e, pool, 1e-6))
 
 
 def test_rank_targets_errors() -> None:
@@ -185,10 +200,10 @@ def test_evaluate_pairs_protocol() -> None:
     assert res.num_pairs == 44 and res.num_missing == 2
     pool = np.arange(40, n)
     ref = _brute_ranks(e[:40], np.arange(100, 140), e, pool, 1e-6)
-    assert np.array_equal(res.ranks, ref)
+    assert np.array_equal(res.ranks.higher, ref) and not res.ranks.ties.any()
     assert res.recalls[10**6] == 1.0
     assert res.recalls[10] == pytest.approx(np.mean(ref < 10))
-    # Perfect embeddings: target == query vector -> rank 0 for all.
+    # Perfect embeddings: target == query vector -> rank 0 for all (nothing can tie with a self-match).
     e2 = e.copy()
     e2[100:140] = e2[:40]
     assert evaluate_pairs(e2, ids, pairs, ks=(1,)).recalls[1] == 1.0

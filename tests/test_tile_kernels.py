@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from notellm2_pl.retrieval.scoring import RankCounter, exact_topk
-from notellm2_pl.retrieval.tile_kernels import MAX_TILE_WIDTH, count_above, topk_update
+from notellm2_pl.retrieval.tile_kernels import MAX_TILE_WIDTH, count_rank, topk_update
 
 
 def _quantised(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
@@ -15,15 +15,19 @@ def _quantised(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
 
 
 @pytest.mark.parametrize("width", [1, 15, 64, 1000])
-def test_count_above_is_strict_and_skips_nan(width: int) -> None:
+def test_count_rank_splits_above_and_tied_and_skips_nan(width: int) -> None:
     rng = np.random.default_rng(width)
     scores = _quantised(rng, (9, width))
     scores[0, 0] = np.nan
-    thr = _quantised(rng, (9, 1))[:, 0]  # thresholds equal to many scores: equals must not count
-    counts = np.full(9, 5, dtype=np.int64)
-    count_above(scores, thr, counts)
-    want = 5 + np.sum(np.nan_to_num(scores, nan=-np.inf) > thr[:, None], axis=1)
-    assert np.array_equal(counts, want)
+    scores[1, 0] = -np.inf  # an excluded entry counts in neither
+    centre = _quantised(rng, (9, 1))[:, 0]  # centres equal to many scores
+    lo, hi = centre - np.float32(0.25), centre  # a band [centre - 0.25, centre], one grid step wide
+    higher = np.full(9, 5, dtype=np.int64)
+    ties = np.full(9, 2, dtype=np.int64)
+    count_rank(scores, lo, hi, higher, ties)
+    s = np.nan_to_num(scores, nan=-np.inf)
+    assert np.array_equal(higher, 5 + np.sum(s > hi[:, None], axis=1))
+    assert np.array_equal(ties, 2 + np.sum((s >= lo[:, None]) & (s <= hi[:, None]), axis=1))
 
 
 def test_topk_update_orders_ties_by_label_not_position() -> None:

@@ -41,7 +41,7 @@ class GalleryRow:
         query: Query note id.
         target: Ground-truth target note id.
         neighbours: Top-k ``(note id, score)``, best first.
-        target_rank: 1-based rank of the target in the pool (a hit iff ``<= len(neighbours)``).
+        target_rank: 1-based expected rank of the target in the pool, ties broken at random (docs/method.md#ties).
         target_score: The target's score.
     """
 
@@ -54,7 +54,7 @@ class GalleryRow:
     @property
     def hit(self) -> bool:
         """The target is among the shown neighbours."""
-        return self.target_rank <= len(self.neighbours)
+        return any(nid == self.target for nid, _ in self.neighbours)
 
 
 def gallery_rows(cat: Catalogue, pairs: Sequence[Pair], k: int = 8, num_queries: int = 8,
@@ -90,7 +90,7 @@ def gallery_rows(cat: Catalogue, pairs: Sequence[Pair], k: int = 8, num_queries:
     ranks = rank_targets(queries, t_rows, cat.emb, pool)
     t_scores = np.einsum("qd,qd->q", queries, cat.emb[t_rows])  # (Q,)
     return [GalleryRow(q, t, [(cat.ids[r], float(s)) for r, s in zip(rows[i], scores[i]) if r >= 0],
-                       int(ranks[i]) + 1, float(t_scores[i])) for i, (q, t) in enumerate(shown)]
+                       int(ranks.expected[i]) + 1, float(t_scores[i])) for i, (q, t) in enumerate(shown)]
 
 
 def thumbnail(note: Note | None, size: int = 128) -> Image.Image:

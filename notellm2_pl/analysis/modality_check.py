@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,7 +80,7 @@ def difference_noise(p_a: float, p_b: float, n: int) -> float:
 
 
 def paired_noise(hits_a: np.ndarray, hits_b: np.ndarray) -> float:
-    """Standard error of ``mean(hits_a) - mean(hits_b)`` over the same queries (0/1 hits, one per query)."""
+    """Standard error of ``mean(hits_a) - mean(hits_b)`` over the same queries (one hit probability per query)."""
     d = np.asarray(hits_a, dtype=np.float64) - np.asarray(hits_b, dtype=np.float64)
     if d.size < 2:
         return math.inf
@@ -113,17 +113,21 @@ def modality_check(recalls: Mapping[str, Mapping[str, float]], num_queries: Mapp
 
 
 def check_results(results: Mapping[str, Mapping[str, EvalResult]], k: int = 10,
-                  key: str = EMBEDDING_KEYS[0]) -> list[ModalityFinding]:
+                  key: str = EMBEDDING_KEYS[0], collapsed: Collection[str] = ()) -> list[ModalityFinding]:
     """:func:`modality_check` over evaluation results named ``{probe}/{key}`` (what ``evaluate`` produces), with
-    the paired standard error from the per-query ranks.
+    the paired standard error from the per-query hits.
 
     Args:
         results: ``{run name: {pair set: EvalResult}}``; runs of other keys or without Recall@``k`` are ignored.
         k: The K of Recall@K to compare.
         key: Embedding key whose probes are compared (``e_m``: the note embedding).
+        collapsed: Run names whose embeddings collapsed: no conclusion is drawn from them (nothing at all when the
+            full input collapsed).
     """
+    if f"{PROBES[0]}/{key}" in collapsed:
+        return []
     runs = {name.partition("/")[0]: subsets for name, subsets in results.items()
-            if name.partition("/")[2] == key and name.partition("/")[0] in PROBES}
+            if name.partition("/")[2] == key and name.partition("/")[0] in PROBES and name not in collapsed}
     recalls = {p: {s: r.recalls[k] for s, r in subsets.items() if k in r.recalls} for p, subsets in runs.items()}
     counts = {s: r.num_queries for s, r in runs.get("full", {}).items()}
     noise = {}
@@ -131,12 +135,19 @@ def check_results(results: Mapping[str, Mapping[str, EvalResult]], k: int = 10,
         for subset, res in runs.get(probe, {}).items():
             full = runs.get("full", {}).get(subset)
             if full is not None and len(full.ranks) == len(res.ranks):
-                noise[(probe, subset)] = paired_noise(np.asarray(full.ranks) < k, np.asarray(res.ranks) < k)
+                noise[(probe, subset)] = paired_noise(full.hits(k), res.hits(k))
     return modality_check(recalls, counts, noise)
+
+
+def collapsed_runs(record: Mapping[str, Any]) -> list[str]:
+    """Run names (``{probe}/{key}``) whose embeddings collapsed in one finished-run record (its ``spread``)."""
+    return [name for name, sp in (record.get("spread") or {}).items() if sp.get("collapsed")]
 
 
 def check_records(records: Sequence[Mapping[str, Any]], name: str, k: int = 10) -> list[ModalityFinding]:
     """:func:`modality_check` of one ablation variant, on its Recall@``k`` averaged over seeds.
+
+    A probe whose ``e_m`` collapsed in some seed is left out (all probes, if the full input collapsed).
 
     Args:
         records: Finished-run records (``done.json``: ``metrics`` keyed ``recall/{subset}/{probe}/R@{K}``, and
@@ -146,10 +157,15 @@ def check_records(records: Sequence[Mapping[str, Any]], name: str, k: int = 10) 
     """
     sums: dict[str, dict[str, list[float]]] = {}
     counts: dict[str, int] = {}
-    for rec in (r for r in records if r["name"] == name):
+    mine = [r for r in records if r["name"] == name]
+    dead = {run.partition("/")[0] for rec in mine for run in collapsed_runs(rec)
+            if run.partition("/")[2] == EMBEDDING_KEYS[0]}
+    if PROBES[0] in dead:
+        return []
+    for rec in mine:
         for key, value in rec["metrics"].items():
             _, subset, probe, cut = key.split("/")
-            if cut == f"R@{k}" and probe in PROBES and value is not None:
+            if cut == f"R@{k}" and probe in PROBES and probe not in dead and value is not None:
                 sums.setdefault(probe, {}).setdefault(subset, []).append(float(value))
         counts.update(rec.get("num_queries") or _counts_from_results(rec))
     recalls = {p: {s: sum(v) / len(v) for s, v in subsets.items()} for p, subsets in sums.items()}

@@ -139,6 +139,7 @@ def build_record(spec: RunSpec, run_dir: Path, cfg: Mapping[str, Any], ckpt: Pat
     """
     header = read_header(spec.configs[-1])
     results = json.loads((run_dir / "eval" / "results.json").read_text(encoding="utf-8"))
+    spread = run_dir / "eval" / "spread.json"
     sal = run_dir / "saliency" / "saliency.json"
     return {
         "run_id": spec.run_id, "name": spec.run.name, "seed": spec.seed, "recipe": spec.run.recipe,
@@ -146,6 +147,7 @@ def build_record(spec: RunSpec, run_dir: Path, cfg: Mapping[str, Any], ckpt: Pat
         "plot": spec.run.plot, "changes": list(header.changes),
         "hparams": run_hparams(spec, cfg, header.changes), "metrics": parse_results(results),
         "num_queries": query_counts(results),
+        "spread": json.loads(spread.read_text(encoding="utf-8")) if spread.is_file() else None,
         "checkpoint": os.fspath(ckpt), "run_dir": os.fspath(run_dir), "seconds": round(seconds, 1),
         "saliency": os.fspath(sal) if sal.exists() else None,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from notellm2_pl.analysis.grid import Grid
-from notellm2_pl.analysis.modality_check import check_records, format_modality_check
+from notellm2_pl.analysis.modality_check import check_records, collapsed_runs, format_modality_check
 from notellm2_pl.analysis.records import metric_key
 from notellm2_pl.atomic import atomic_write_text
 from notellm2_pl.data.schema import ALL_PAIRS, EMBEDDING_KEYS, PROBES, SUBSET_NAMES
@@ -134,7 +134,18 @@ def summary_markdown(grid_name: str, names: Sequence[str], records: Sequence[Map
             if all(set(c) <= {"–", " ", "/"} for c in cells):
                 continue
             lines.append(f"| {name} | {probe} | " + " | ".join(cells) + " |")
-    return "\n".join(lines + modality_lines(names, records)) + "\n"
+    return "\n".join(lines + collapse_lines(names, records) + modality_lines(names, records)) + "\n"
+
+
+def collapse_lines(names: Sequence[str], records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The summary's "Collapse check" section: embedding sets whose spread collapsed, per variant and seed."""
+    lines = ["", "## Collapse check", "", ("Embedding sets whose notes all map to nearly the same vector "
+             "(docs/method.md#collapsed-embeddings): their Recall@K is chance and the modality check ignores them."),
+             ""]
+    found = [f"- WARNING: {rec['name']} seed {rec['seed']}: {run} collapsed (spread "
+             f"{rec['spread'][run]['spread']:.2g})" for name in names for rec in records if rec["name"] == name
+             for run in collapsed_runs(rec)]
+    return lines + (found or ["ok: no embedding set collapsed."])
 
 
 def modality_lines(names: Sequence[str], records: Sequence[Mapping[str, Any]], k: int = 10) -> list[str]:

@@ -24,9 +24,12 @@ from notellm2_pl.retrieval.evaluation import (
     default_ks,
     embed_probes,
     evaluate_runs,
+    format_spreads,
     load_test_pool,
+    measure_spreads,
     report,
     runs_from_embeddings,
+    write_spreads,
 )
 from notellm2_pl.retrieval.pairs import DEFAULT_LONG_MIN_CHARS, DEFAULT_SHORT_MAX_CHARS
 
@@ -146,14 +149,19 @@ def main(argv: list[str] | None = None) -> int:
             log.warning("%d of %d test notes of %s have no embedding; pairs naming them are skipped.", missing,
                         len(ids), source)
     results = evaluate_runs(runs, pair_sets, _parse_ks(args.ks, len(ids)))
+    spreads = measure_spreads(runs)
     tb = None if args.no_tb else (Path(args.tb_dir) if args.tb_dir else out / "tb")
     table = report(results, out, tb)
-    print(f"Recall@K on the test split of {source} (pool = all {len(ids)} test notes minus each set's queries):")
+    write_spreads(spreads, out)
+    print(f"Recall@K on the test split of {source} (pool = all {len(ids)} test notes minus each set's queries; "
+          "ties broken at random):")
     print(table)
+    print("\n" + format_spreads(spreads))
+    collapsed = [name for name, sp in spreads.items() if sp.collapsed]
     if {"only_text", "only_image"} & {name.partition("/")[0] for name in results}:
-        print("\n" + format_modality_check(check_results(results, k=10), k=10))
+        print("\n" + format_modality_check(check_results(results, k=10, collapsed=collapsed), k=10))
     if embedder is not None:
         print(measure_truncation(embedder.processor(), NotesInOrder(notes, ids)).line())
-    print(f"\nWrote {out / 'results.json'} and {out / 'results.csv'}"
+    print(f"\nWrote {out / 'results.json'}, {out / 'results.csv'} and {out / 'spread.json'}"
           + (f"; TensorBoard: tensorboard --logdir {tb}" if tb else ""))
     return 0

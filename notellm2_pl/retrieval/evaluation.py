@@ -12,6 +12,7 @@ from raw text length); :func:`report` writes ``results.json`` / ``results.csv`` 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from notellm2_pl.atomic import atomic_write_text
 from notellm2_pl.data.datamodule import NoteDataModule
 from notellm2_pl.data.schema import EMBEDDING_KEYS, PROBES
 from notellm2_pl.data.tables import Note
@@ -27,6 +29,7 @@ from notellm2_pl.retrieval.pairs import DEFAULT_LONG_MIN_CHARS, DEFAULT_SHORT_MA
 from notellm2_pl.retrieval.prediction_writer import load_embeddings, read_meta, write_embeddings
 from notellm2_pl.retrieval.recall import DEFAULT_KS, EvalResult, evaluate_subsets
 from notellm2_pl.retrieval.results import format_table, log_to_tensorboard, write_results
+from notellm2_pl.retrieval.spread import COLLAPSE_SPREAD, Spread, embedding_spread
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +85,17 @@ class NotesInOrder(Sequence):
         return self.notes[self.ids[i]]
 
 
+BLANK_BY_DESIGN = ("only_text/e_v",)
+"""Runs whose input is blank by design (``e_v`` sees only the image, which ``only_text`` blanks): one vector for
+every note, skipped rather than scored or flagged."""
+
+
 def evaluate_runs(runs: Mapping[str, tuple[Sequence[str], np.ndarray]], pair_sets: Mapping[str, Sequence[Pair]],
                   ks: Sequence[int]) -> dict[str, dict[str, EvalResult]]:
     """Evaluate several embedding sets (``{run name: (ids, emb)}``) on every pair set.
 
-    A set whose rows are all the same vector (e.g. ``e_v`` under ``only_text``: the blank image is all it sees) is
-    skipped with a warning: every note would tie with every other, and ties count in the target's favour.
+    Every set is scored, collapsed ones included (ties are broken at random, so they score chance; see
+    :func:`measure_spreads` for the warning), except a constant set in :data:`BLANK_BY_DESIGN`.
 
     Args:
         runs: ``{run name: (note ids, (N, d) embeddings)}``.
@@ -99,11 +107,40 @@ def evaluate_runs(runs: Mapping[str, tuple[Sequence[str], np.ndarray]], pair_set
     """
     out: dict[str, dict[str, EvalResult]] = {}
     for name, (ids, emb) in runs.items():
-        if len(emb) > 1 and float(np.ptp(emb, axis=0).max()) < 1e-6:
-            log.warning("Skipping %s: every note has the same embedding (the input it depends on is blank).", name)
+        if name in BLANK_BY_DESIGN and len(emb) > 1 and float(np.ptp(emb, axis=0).max()) < 1e-6:
+            log.info("Skipping %s: its input is blank by design, so every note has the same embedding.", name)
             continue
         out[name] = evaluate_subsets(emb, ids, pair_sets, ks=ks)
     return out
+
+
+def measure_spreads(runs: Mapping[str, tuple[Sequence[str], np.ndarray]]) -> dict[str, Spread]:
+    """The :class:`~notellm2_pl.retrieval.spread.Spread` of every run but those blank by design.
+
+    Args:
+        runs: ``{run name: (note ids, (N, d) embeddings)}``.
+
+    Returns:
+        ``{run name: Spread}``.
+    """
+    return {name: embedding_spread(emb) for name, (_, emb) in runs.items() if name not in BLANK_BY_DESIGN}
+
+
+def format_spreads(spreads: Mapping[str, Spread]) -> str:
+    """The ``collapse check`` lines: each set's spread, and a WARNING naming every collapsed set."""
+    collapsed = [name for name, sp in spreads.items() if sp.collapsed]
+    head = ("collapse check: WARNING: " + ", ".join(collapsed) + " collapsed (every note maps to nearly the same "
+            f"vector: spread below {COLLAPSE_SPREAD:g}); their Recall@K is chance, and no modality conclusion is "
+            "drawn from them. Check the inputs that set depends on (images readable? feature cache keys?) and its "
+            "loss weight (docs/method.md#collapsed-embeddings)" if collapsed else "collapse check: ok")
+    return "\n".join([head] + ["  " + sp.line(name) for name, sp in spreads.items()])
+
+
+def write_spreads(spreads: Mapping[str, Spread], out_dir: str | os.PathLike[str]) -> Path:
+    """Write ``spread.json`` (``{run name: Spread.to_dict()}``) atomically; returns its path."""
+    path = Path(out_dir) / "spread.json"
+    atomic_write_text(path, json.dumps({n: sp.to_dict() for n, sp in spreads.items()}, indent=2) + "\n")
+    return path
 
 
 def report(results: Mapping[str, Mapping[str, EvalResult]], out_dir: str | os.PathLike[str] | None,

@@ -1,29 +1,71 @@
-"""The exact ranking kernel of Recall@K: each query's target's 0-based rank in the pool (docs/method.md#recall-at-k).
+"""The exact ranking kernel of Recall@K: where each query's target ranks in the pool (docs/method.md#recall-at-k).
 
-:func:`rank_targets` counts the pool notes whose score is strictly higher than the target's. It streams the
-(query tile x pool tile) score blocks of the shared kernel :func:`~notellm2_pl.retrieval.scoring.scan_scores` through
-a :class:`~notellm2_pl.retrieval.scoring.RankCounter`, so memory stays bounded and every K up to the pool size costs
-the same.
+:func:`rank_targets` counts, for each query, the pool notes scoring higher than its target and those tied with it.
+It streams the (query tile x pool tile) score blocks of the shared kernel
+:func:`~notellm2_pl.retrieval.scoring.scan_scores` through a :class:`~notellm2_pl.retrieval.scoring.RankCounter`, so
+memory stays bounded and every K up to the pool size costs the same.
 
-Tie rule: a pool note j counts against the target t of query q only if ``s(q, j) > s(q, t) + tie_tol``.
-Notes that score the same as the target (within ``tie_tol``, default ``1e-6``) rank *behind* it, so a
-duplicate of the target never costs a hit. The tolerance absorbs float32 rounding: the same dot product
-computed by two BLAS code paths can differ by a few ulps (measured up to ~2e-7 for unit vectors), which would
-otherwise make ties depend on chunking. Target scores are computed through the same GEMM path as pool scores, so
-exact duplicates usually tie bit for bit even with ``tie_tol=0``; the target's own row is always excluded by index.
-Cost of the tolerance: on a 1M-note pool at d=64, about 13 % of queries have one pool note scoring within 1e-6
-above their target, which then ranks one place better than under a strict float32 sort.
+Tie rule (docs/method.md#ties): a pool note j is *higher* than the target t of query q if
+``s(q, j) > s(q, t) + tie_tol`` and *tied* with it if ``|s(q, j) - s(q, t)| <= tie_tol`` (default ``1e-6``, about
+eight float32 ulps at 1.0: the same dot product through two BLAS code paths differs by up to ~2e-7 for unit
+vectors). Ties are broken at random: with ``h`` higher and ``e`` tied notes the target's rank is uniform on
+``h .. h + e``, so its expected rank is ``h + e / 2`` and the probability that it lands in the top K is
+``clip((K - h) / (e + 1), 0, 1)`` (:meth:`Ranks.hits`). Recall@K is the mean of that probability: constant
+embeddings score exactly chance (``K / P``), never a perfect score, and a duplicate of the target costs half a
+place. The target's own row is always excluded by index.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
 from notellm2_pl.retrieval.scoring import DEFAULT_POOL_TILE, DEFAULT_QUERY_TILE, RankCounter, scan_scores
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """Where each query's target ranks in the pool, with ties broken at random (module docstring).
+
+    Attributes:
+        higher: (Q,) int64 pool notes scoring above the target's tie band.
+        ties: (Q,) int64 other pool notes inside it (the target itself excluded).
+    """
+
+    higher: np.ndarray
+    ties: np.ndarray
+
+    @classmethod
+    def strict(cls, ranks: np.ndarray | Sequence[int]) -> Ranks:
+        """Ranks without ties (each entry the target's 0-based rank)."""
+        higher = np.asarray(ranks, dtype=np.int64).reshape(-1)
+        return cls(higher, np.zeros_like(higher))
+
+    def __len__(self) -> int:
+        return int(self.higher.shape[0])
+
+    @property
+    def expected(self) -> np.ndarray:
+        """(Q,) float64 expected 0-based rank, ``higher + ties / 2``."""
+        return self.higher + self.ties / 2.0
+
+    def hits(self, k: int) -> np.ndarray:
+        """(Q,) float64 probability that the target is among the top ``k``: ``clip((k - higher) / (ties + 1), 0, 1)``.
+
+        Raises:
+            ValueError: If ``k`` is not a positive integer.
+        """
+        if int(k) <= 0:
+            raise ValueError(f"K must be a positive integer, got {k}.")
+        return np.clip((int(k) - self.higher) / (self.ties + 1.0), 0.0, 1.0)
+
+    def subset(self, index: np.ndarray | slice) -> Ranks:
+        """The ranks of some queries."""
+        return Ranks(self.higher[index], self.ties[index])
 
 
 def as_float32_matrix(x: ArrayLike | torch.Tensor, name: str) -> np.ndarray:
@@ -73,8 +115,8 @@ def _pool_positions(pool_indices: np.ndarray | Sequence[int] | None, t_idx: np.n
     return pool_idx, pool_size, pos[t_idx]
 
 
-def _target_thresholds(tq: torch.Tensor, te: torch.Tensor, t_idx: np.ndarray, qc: int, tie_tol: float) -> np.ndarray:
-    """(Q,) score of each query's target plus ``tie_tol``: the score a pool note must exceed to rank above it.
+def _target_scores(tq: torch.Tensor, te: torch.Tensor, t_idx: np.ndarray, qc: int) -> np.ndarray:
+    """(Q,) score of each query's target, the centre of its tie band.
 
     Target scores go through the same GEMM path as the pool scores (the diagonal of a query-chunk x target-chunk
     block), so that an exact duplicate of the target usually gets a bit-identical score; ``tie_tol`` covers the rest.
@@ -86,7 +128,6 @@ def _target_thresholds(tq: torch.Tensor, te: torch.Tensor, t_idx: np.ndarray, qc
         q1 = min(q0 + qc, num_q)
         block = torch.mm(tq[q0:q1], te.index_select(0, t_idx_t[q0:q1]).T)  # (b, b)
         thr[q0:q1] = block.diagonal().numpy()
-    thr += np.float32(tie_tol)
     return thr
 
 
@@ -100,14 +141,14 @@ def rank_targets(
     pool_chunk_size: int = DEFAULT_POOL_TILE,
     tie_tol: float = 1e-6,
     workers: int | None = None,
-) -> np.ndarray:
-    """Exact 0-based rank of each query's target among the pool, by chunked float32 matrix products.
+) -> Ranks:
+    """Exact rank counts of each query's target among the pool, by chunked float32 matrix products.
 
-    ``rank[i] = #{j in pool, j != target_index[i] : <q_i, e_j> > <q_i, e_t> + tie_tol}`` where ``e_t`` is
-    ``pool_emb[target_index[i]]``. Pool notes scoring within ``tie_tol`` of the target (duplicates included)
-    rank behind it (ties in the target's favour). The target's own row is excluded by index, whether or not
-    it is in ``pool_indices``. Only one ``(query_chunk_size, pool_chunk_size)`` score tile exists at a time,
-    so memory is bounded for any pool size and the cost does not depend on K.
+    ``higher[i] = #{j in pool, j != target_index[i] : <q_i, e_j> > <q_i, e_t> + tie_tol}`` and
+    ``ties[i] = #{j in pool, j != target_index[i] : |<q_i, e_j> - <q_i, e_t>| <= tie_tol}`` where ``e_t`` is
+    ``pool_emb[target_index[i]]``; ties are broken at random (:class:`Ranks`). The target's own row is excluded by
+    index, whether or not it is in ``pool_indices``. Only one ``(query_chunk_size, pool_chunk_size)`` score tile
+    exists at a time, so memory is bounded for any pool size and the cost does not depend on K.
 
     Args:
         query_emb: (Q, d) query embeddings.
@@ -117,11 +158,11 @@ def rank_targets(
             Sorted indices give the most cache-friendly gathers.
         query_chunk_size: Queries per score block.
         pool_chunk_size: Pool rows per score block.
-        tie_tol: Scores at most this much above the target's score count as ties (in the target's favour).
+        tie_tol: Half-width of the tie band around the target's score.
         workers: Worker threads of the kernel (``None``: torch's thread count).
 
     Returns:
-        (Q,) int64 ranks, each in ``[0, P]``.
+        :class:`Ranks` (``higher + ties`` at most ``P``).
 
     Raises:
         ValueError: On shape mismatches, out-of-range or duplicate indices, or non-positive chunk sizes.
@@ -133,10 +174,10 @@ def rank_targets(
     pool_idx, pool_size, t_pos = _pool_positions(pool_indices, t_idx, e.shape[0])
     num_q = q.shape[0]
     if num_q == 0 or pool_size == 0:
-        return np.zeros(num_q, dtype=np.int64)
+        return Ranks.strict(np.zeros(num_q, dtype=np.int64))
     qc = min(query_chunk_size, num_q)
     pc = min(pool_chunk_size, pool_size)
-    thr = _target_thresholds(torch.from_numpy(q), torch.from_numpy(e), t_idx, qc, tie_tol)
-    counter = RankCounter(thr, qc, pc)
+    target = _target_scores(torch.from_numpy(q), torch.from_numpy(e), t_idx, qc)
+    counter = RankCounter(target, qc, pc, tie_tol)
     scan_scores(q, e, counter, pool_rows=pool_idx, exclude=t_pos, query_tile=qc, pool_tile=pc, workers=workers)
-    return counter.counts
+    return counter.ranks()

@@ -5,9 +5,13 @@ Everything here is a pure function of arrays and id lists; no model is involved.
 1. :func:`~notellm2_pl.retrieval.pairs.accept_pairs` walks the pair file in order, skips pairs with a missing note
    and accepts ``(q, d)`` only if neither note already appeared (as query or target) in an accepted pair.
 2. The pool is every note minus the accepted queries (targets and unpaired notes stay in it), in row order.
-3. :func:`~notellm2_pl.retrieval.ranking.rank_targets` gives each query's target its exact 0-based rank: the number
-   of pool notes whose score is strictly higher than the target's (ties count in the target's favour).
-4. :func:`recall_at_k` is the fraction of queries with ``rank < K``.
+3. :func:`~notellm2_pl.retrieval.ranking.rank_targets` counts, for each query, the pool notes scoring higher than its
+   target and those tied with it (docs/method.md#ties).
+4. :func:`recall_at_k` is the mean over queries of the probability that the target lands in the top K when ties are
+   broken at random (``[rank < K]`` where there are no ties).
+
+:func:`evaluate_protocol` runs steps 1-4 with any ranking function (a sparse text baseline ranks its own way);
+:func:`evaluate_subsets` is it on dense embeddings.
 
 Subsets (docs/method.md#short-and-long-subsets): :func:`evaluate_subsets` evaluates each pair set by the same
 protocol, with its own accepted queries removed from the pool.
@@ -17,14 +21,14 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from notellm2_pl.retrieval.pairs import Pair, accept_pairs
-from notellm2_pl.retrieval.ranking import as_float32_matrix, rank_targets
+from notellm2_pl.retrieval.ranking import Ranks, as_float32_matrix, rank_targets
 from notellm2_pl.retrieval.scoring import DEFAULT_POOL_TILE, DEFAULT_QUERY_TILE
 
 log = logging.getLogger(__name__)
@@ -33,11 +37,17 @@ DEFAULT_KS: tuple[int, ...] = (10, 20, 50, 100, 1_000, 10_000, 100_000, 1_000_00
 """K values of docs/method.md#recall-at-k. K larger than the pool is allowed (its recall is 1.0)."""
 
 
-def recall_at_k(ranks: np.ndarray | Sequence[int], ks: Iterable[int] = DEFAULT_KS) -> dict[int, float]:
-    """Recall@K = mean over queries of ``[rank < K]`` (docs/method.md#recall-at-k step 5).
+RankFn = Callable[[np.ndarray, np.ndarray, np.ndarray], Ranks]
+"""``rank_fn(query_rows, target_rows, pool_rows) -> Ranks``: rows index the note ids; each target row is in the pool
+and must not count against itself."""
+
+
+def recall_at_k(ranks: Ranks | np.ndarray | Sequence[int], ks: Iterable[int] = DEFAULT_KS) -> dict[int, float]:
+    """Recall@K = mean over queries of the probability that the target is in the top K (docs/method.md#recall-at-k).
 
     Args:
-        ranks: (Q,) 0-based target ranks, e.g. from :func:`rank_targets`.
+        ranks: :class:`~notellm2_pl.retrieval.ranking.Ranks` (ties broken at random), or (Q,) 0-based ranks
+            without ties.
         ks: Cut-offs. Any positive K is allowed; K at or above the pool size gives 1.0.
 
     Returns:
@@ -46,13 +56,11 @@ def recall_at_k(ranks: np.ndarray | Sequence[int], ks: Iterable[int] = DEFAULT_K
     Raises:
         ValueError: If some K is not a positive integer.
     """
-    r = np.asarray(ranks, dtype=np.int64).reshape(-1)
+    r = ranks if isinstance(ranks, Ranks) else Ranks.strict(ranks)
     out: dict[int, float] = {}
     for k in ks:
-        k = int(k)
-        if k <= 0:
-            raise ValueError(f"K must be a positive integer, got {k}.")
-        out[k] = float(np.count_nonzero(r < k) / r.size) if r.size else float("nan")
+        hits = r.hits(int(k))
+        out[int(k)] = float(hits.mean()) if len(r) else float("nan")
     return out
 
 
@@ -64,7 +72,7 @@ class EvalResult:
         num_queries: Accepted pairs (queries) after the at-most-once rule.
         pool_size: Notes in the pool (all notes minus the accepted queries).
         recalls: ``{K: Recall@K}``.
-        ranks: (num_queries,) int64 target ranks, in accepted-pair order.
+        ranks: The targets' :class:`~notellm2_pl.retrieval.ranking.Ranks`, in accepted-pair order.
         num_pairs: Pairs given, before filtering.
         num_missing: Pairs skipped because a note has no embedding.
     """
@@ -72,9 +80,13 @@ class EvalResult:
     num_queries: int
     pool_size: int
     recalls: dict[int, float]
-    ranks: np.ndarray = field(repr=False)
+    ranks: Ranks = field(repr=False)
     num_pairs: int = 0
     num_missing: int = 0
+
+    def hits(self, k: int) -> np.ndarray:
+        """(num_queries,) probability of each query's target being in the top ``k`` (ties broken at random)."""
+        return self.ranks.hits(k)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly summary (no ranks; NaN recalls become ``None``)."""
@@ -120,33 +132,22 @@ def _check_normalised(emb: np.ndarray, tol: float = 1e-3, sample: int = 100_000)
 
 
 def _evaluate_rows(
-    emb: np.ndarray,
     id_to_row: Mapping[str, int],
     pairs: Sequence[Pair],
     ks: Sequence[int],
-    query_chunk_size: int,
-    pool_chunk_size: int,
-    tie_tol: float,
+    rank_fn: RankFn,
 ) -> EvalResult:
-    """Protocol steps 1-5 on pre-validated inputs."""
+    """Protocol steps 1-4 on pre-validated inputs."""
     pairs = list(pairs)
     num_missing = sum(1 for q, d in pairs if q not in id_to_row or d not in id_to_row)
     accepted = accept_pairs(pairs, id_to_row.keys())
-    n = emb.shape[0]
+    n = len(id_to_row)
     q_rows = np.fromiter((id_to_row[q] for q, _ in accepted), dtype=np.int64, count=len(accepted))
     t_rows = np.fromiter((id_to_row[d] for _, d in accepted), dtype=np.int64, count=len(accepted))
     in_pool = np.ones(n, dtype=bool)
     in_pool[q_rows] = False
     pool_indices = np.flatnonzero(in_pool)  # sorted: the pool order never depends on set iteration
-    ranks = rank_targets(
-        emb[q_rows],
-        t_rows,
-        emb,
-        pool_indices,
-        query_chunk_size=query_chunk_size,
-        pool_chunk_size=pool_chunk_size,
-        tie_tol=tie_tol,
-    )
+    ranks = rank_fn(q_rows, t_rows, pool_indices)
     return EvalResult(
         num_queries=len(accepted),
         pool_size=int(pool_indices.size),
@@ -155,6 +156,47 @@ def _evaluate_rows(
         num_pairs=len(pairs),
         num_missing=num_missing,
     )
+
+
+def _dense_rank_fn(emb: np.ndarray, query_chunk_size: int, pool_chunk_size: int, tie_tol: float) -> RankFn:
+    """The :data:`RankFn` of dense embeddings: :func:`rank_targets` over the rows of ``emb``."""
+
+    def rank_fn(q_rows: np.ndarray, t_rows: np.ndarray, pool_rows: np.ndarray) -> Ranks:
+        return rank_targets(emb[q_rows], t_rows, emb, pool_rows, query_chunk_size=query_chunk_size,
+                            pool_chunk_size=pool_chunk_size, tie_tol=tie_tol)
+
+    return rank_fn
+
+
+def evaluate_protocol(
+    note_ids: Sequence[str],
+    pair_sets: Mapping[str, Sequence[Pair]],
+    ks: Sequence[int],
+    rank_fn: RankFn,
+) -> dict[str, EvalResult]:
+    """Run the Recall@K protocol on every pair set with any ranking function (e.g. a sparse text baseline).
+
+    Args:
+        note_ids: N unique note ids; rows passed to ``rank_fn`` index this list.
+        pair_sets: ``{name: pairs}`` in file order.
+        ks: Recall cut-offs.
+        rank_fn: ``rank_fn(query_rows, target_rows, pool_rows) -> Ranks`` (:data:`RankFn`).
+
+    Returns:
+        ``{name: EvalResult}`` in the order of ``pair_sets``.
+
+    Raises:
+        ValueError: If the note ids are not unique.
+    """
+    id_to_row = _id_index(note_ids, len(note_ids))
+    results: dict[str, EvalResult] = {}
+    for name, pairs in pair_sets.items():
+        res = _evaluate_rows(id_to_row, pairs, ks, rank_fn)
+        if res.num_missing:
+            log.warning("%s: skipped %d of %d pairs with a note missing from the embeddings.",
+                        name, res.num_missing, res.num_pairs)
+        results[name] = res
+    return results
 
 
 def evaluate_pairs(
@@ -187,7 +229,7 @@ def evaluate_pairs(
     emb = as_float32_matrix(embeddings, "embeddings")
     id_to_row = _id_index(note_ids, emb.shape[0])
     _check_normalised(emb)
-    return _evaluate_rows(emb, id_to_row, pairs, ks, query_chunk_size, pool_chunk_size, tie_tol)
+    return _evaluate_rows(id_to_row, pairs, ks, _dense_rank_fn(emb, query_chunk_size, pool_chunk_size, tie_tol))
 
 
 def evaluate_subsets(
@@ -218,13 +260,7 @@ def evaluate_subsets(
         ``{name: EvalResult}`` in the order of ``pair_sets``.
     """
     emb = as_float32_matrix(embeddings, "embeddings")
-    id_to_row = _id_index(note_ids, emb.shape[0])
+    if len(note_ids) != emb.shape[0]:
+        _id_index(note_ids, emb.shape[0])  # raises the length error
     _check_normalised(emb)
-    results: dict[str, EvalResult] = {}
-    for name, pairs in pair_sets.items():
-        res = _evaluate_rows(emb, id_to_row, pairs, ks, query_chunk_size, pool_chunk_size, tie_tol)
-        if res.num_missing:
-            log.warning("%s: skipped %d of %d pairs with a note missing from the embeddings.",
-                        name, res.num_missing, res.num_pairs)
-        results[name] = res
-    return results
+    return evaluate_protocol(note_ids, pair_sets, ks, _dense_rank_fn(emb, query_chunk_size, pool_chunk_size, tie_tol))

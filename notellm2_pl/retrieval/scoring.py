@@ -4,8 +4,8 @@
 block is still in cache, so the full ``(Q, P)`` score matrix never exists. Two reducers use it, each one compiled
 pass over the tile (:mod:`~notellm2_pl.retrieval.tile_kernels`):
 
-* :class:`RankCounter`: for each query, the number of pool notes scoring above a per-query threshold (the exact
-  Recall@K rank of :func:`~notellm2_pl.retrieval.ranking.rank_targets`).
+* :class:`RankCounter`: for each query, the number of pool notes scoring above its target and the number tied with
+  it (the exact Recall@K ranks of :func:`~notellm2_pl.retrieval.ranking.rank_targets`).
 * :class:`TopKMerger`: each query's running top-k, merged tile by tile (the neighbour table of
   :mod:`~notellm2_pl.retrieval.neighbour_table`). A row where no score reaches the query's current k-th costs one
   vector count; entries that do are insertion-sorted into the k slots.
@@ -30,10 +30,13 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from notellm2_pl.retrieval.ranking import Ranks
 
 DEFAULT_QUERY_TILE = 256
 """Queries per score tile (with :data:`DEFAULT_POOL_TILE`: the fast tile shape at d = 64, see the module docstring)."""
@@ -152,34 +155,48 @@ def _mask_excluded(scores: np.ndarray, local: np.ndarray) -> None:
 
 
 class RankCounter:
-    """Counts, per query, the pool entries scoring strictly above its threshold (one compiled pass per tile).
+    """Counts, per query, the pool entries scoring above its target and those tied with it (one pass per tile).
 
-    Concurrent calls on disjoint query rows are safe.
+    A pool entry scoring more than ``tie_tol`` above the target's score counts as *higher*; one within ``tie_tol``
+    of it (either side) as a *tie* (docs/method.md#ties). Concurrent calls on disjoint query rows are safe.
 
     Args:
-        thresholds: (Q,) float32 score a pool entry must exceed to count.
+        target_scores: (Q,) float32 score of each query's target.
         query_tile: Largest tile height (kept for a stable signature).
         pool_tile: Largest tile width (at most :data:`~notellm2_pl.retrieval.tile_kernels.MAX_TILE_WIDTH`).
+        tie_tol: Half-width of the tie band around each target score.
 
     Raises:
-        ValueError: If ``pool_tile`` is too wide to count exactly.
+        ValueError: If ``pool_tile`` is too wide to count exactly, or ``tie_tol`` is negative.
 
     Attributes:
-        counts: (Q,) int64 running counts.
+        higher: (Q,) int64 running counts of pool entries above the tie band.
+        ties: (Q,) int64 running counts of pool entries inside it.
     """
 
-    def __init__(self, thresholds: np.ndarray, query_tile: int, pool_tile: int) -> None:
-        from notellm2_pl.retrieval.tile_kernels import MAX_TILE_WIDTH, count_above
+    def __init__(self, target_scores: np.ndarray, query_tile: int, pool_tile: int, tie_tol: float = 1e-6) -> None:
+        from notellm2_pl.retrieval.tile_kernels import MAX_TILE_WIDTH, count_rank
 
         if pool_tile > MAX_TILE_WIDTH:
             raise ValueError(f"pool_tile must be at most {MAX_TILE_WIDTH} to count exactly, got {pool_tile}.")
-        self._count = count_above
-        self.thr = np.ascontiguousarray(thresholds, dtype=np.float32)
-        self.counts = np.zeros(self.thr.shape[0], dtype=np.int64)
+        if not tie_tol >= 0:
+            raise ValueError(f"tie_tol must be >= 0, got {tie_tol}.")
+        self._count = count_rank
+        target = np.asarray(target_scores, dtype=np.float32)
+        self.lo = np.ascontiguousarray(target - np.float32(tie_tol))
+        self.hi = np.ascontiguousarray(target + np.float32(tie_tol))
+        self.higher = np.zeros(target.shape[0], dtype=np.int64)
+        self.ties = np.zeros(target.shape[0], dtype=np.int64)
 
     def __call__(self, q0: int, p0: int, scores: np.ndarray) -> None:
-        b = scores.shape[0]
-        self._count(scores, self.thr[q0:q0 + b], self.counts[q0:q0 + b])
+        q1 = q0 + scores.shape[0]
+        self._count(scores, self.lo[q0:q1], self.hi[q0:q1], self.higher[q0:q1], self.ties[q0:q1])
+
+    def ranks(self) -> Ranks:
+        """The counts so far as :class:`~notellm2_pl.retrieval.ranking.Ranks`."""
+        from notellm2_pl.retrieval.ranking import Ranks
+
+        return Ranks(self.higher, self.ties)
 
 
 class TopKMerger:

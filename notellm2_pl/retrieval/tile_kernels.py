@@ -5,7 +5,8 @@ torch calls costs several full passes (a compare writing a mask, a count reading
 hardware takes nearly as long as the GEMM. These loops, compiled by numba (``nogil``, so worker threads run them
 concurrently), read each score once with vector compares and touch scalars only where something changes:
 
-* :func:`count_above`: per row, the number of scores strictly above the row's threshold (Recall@K ranks).
+* :func:`count_rank`: per row, the number of scores above the row's upper tie bound and the number within its tie
+  band (Recall@K's expected ranks under random tie-breaking).
 * :func:`topk_update`: each row's running top-k, in (score descending, label ascending) order. A vector count of
   the scores reaching the row's current k-th score skips a row (and then a block of it) where nothing can enter;
   entries that do enter are insertion-sorted into the ``k`` slots.
@@ -33,25 +34,37 @@ MAX_TILE_WIDTH = 2**24
 
 
 @njit(nogil=True, cache=True, fastmath=_EXACT_COUNTING)
-def _count(scores: np.ndarray, i: int, j0: int, j1: int, t: float, strict: bool) -> int:  # pragma: no cover - jit
-    """Number of ``scores[i, j0:j1]`` above ``t`` (``strict``) or at least ``t``: vector compares, no branch per
-    entry (the loop is unswitched on ``strict``)."""
+def _count(scores: np.ndarray, i: int, j0: int, j1: int, t: float) -> int:  # pragma: no cover - jit
+    """Number of ``scores[i, j0:j1]`` at least ``t``: vector compares, no branch per entry."""
     c = np.float32(0)
-    if strict:
-        for j in range(j0, j1):
-            c += np.float32(1) if scores[i, j] > t else np.float32(0)
-    else:
-        for j in range(j0, j1):
-            c += np.float32(1) if scores[i, j] >= t else np.float32(0)
+    for j in range(j0, j1):
+        c += np.float32(1) if scores[i, j] >= t else np.float32(0)
     return int(c)
 
 
+@njit(nogil=True, cache=True, fastmath=_EXACT_COUNTING)
+def _count_band(scores: np.ndarray, i: int, lo: float, hi: float) -> tuple[int, int]:  # pragma: no cover - jit
+    """``(#{j : scores[i, j] > hi}, #{j : lo <= scores[i, j] <= hi})`` in one pass of vector compares."""
+    above = np.float32(0)
+    reach = np.float32(0)
+    for j in range(scores.shape[1]):
+        s = scores[i, j]
+        above += np.float32(1) if s > hi else np.float32(0)
+        reach += np.float32(1) if s >= lo else np.float32(0)
+    return int(above), int(reach - above)
+
+
 @njit(nogil=True, cache=True)
-def count_above(scores: np.ndarray, thresholds: np.ndarray, counts: np.ndarray) -> None:  # pragma: no cover - jit
-    """``counts[i] += #{j : scores[i, j] > thresholds[i]}`` for a (b, m) float32 tile (m < 2**24)."""
-    b, m = scores.shape
-    for i in range(b):
-        counts[i] += _count(scores, i, 0, m, thresholds[i], True)
+def count_rank(scores: np.ndarray, lo: np.ndarray, hi: np.ndarray, higher: np.ndarray,
+               ties: np.ndarray) -> None:  # pragma: no cover - jit
+    """Per row of a (b, m) float32 tile: ``higher[i] += #{s > hi[i]}`` and ``ties[i] += #{lo[i] <= s <= hi[i]}``.
+
+    ``-inf`` (excluded) and NaN entries count in neither (m < 2**24).
+    """
+    for i in range(scores.shape[0]):
+        a, t = _count_band(scores, i, lo[i], hi[i])
+        higher[i] += a
+        ties[i] += t
 
 
 @njit(nogil=True, cache=True)
@@ -93,11 +106,11 @@ def topk_update(scores: np.ndarray, p0: int, labels: np.ndarray, top_s: np.ndarr
     k = top_s.shape[1]
     for i in range(b):
         t = top_s[i, k - 1]
-        if _count(scores, i, 0, m, t, False) == 0:
+        if _count(scores, i, 0, m, t) == 0:
             continue
         for j0 in range(0, m, BLOCK):
             j1 = min(j0 + BLOCK, m)
-            if _count(scores, i, j0, j1, t, False) == 0:
+            if _count(scores, i, j0, j1, t) == 0:
                 continue
             for j in range(j0, j1):
                 s = scores[i, j]
