@@ -122,3 +122,25 @@ def test_evaluate_scores_collapsed_probe_at_chance_and_warns(exported, tmp_path,
     assert got["recalls"]["10"] == pytest.approx(10 / got["pool_size"], rel=0.2)
     spread = json.loads((out / "spread.json").read_text())
     assert spread["only_image/e_m"]["collapsed"] and not spread["full/e_m"]["collapsed"]
+
+
+def test_recall_against_exact_counts_tied_neighbours_as_found() -> None:
+    """Collapsed vectors: an approximate top-k of other, equally scoring notes is as good as the exact one."""
+    from notellm2_pl.retrieval.ranking import topk_overlap
+
+    exact_s = np.array([[0.9, 0.5, 0.5], [0.9, 0.8, 0.7]], dtype=np.float32)
+    exact_r = np.array([[1, 2, 3], [1, 2, 3]])
+    approx_s = np.array([[0.9, 0.5, 0.5], [0.9, 0.7, 0.6]], dtype=np.float32)
+    approx_r = np.array([[1, 7, 8], [1, 3, 9]])  # row 0: 7 and 8 tie with the exact 3rd; row 1: 9 is worse
+    assert topk_overlap(approx_s, approx_r, exact_s, exact_r).tolist() == [3, 2]
+    assert topk_overlap(approx_s, approx_r, exact_s, exact_r, tie_tol=0.0).tolist() == [3, 2]
+    unfilled = np.array([[1, -1, -1]])
+    assert topk_overlap(np.array([[0.9, -np.inf, -np.inf]], np.float32), unfilled, exact_s[:1], exact_r[:1]) == [1]
+
+
+def test_flat_and_hnsw_agree_on_constant_embeddings() -> None:
+    from notellm2_pl.retrieval.faiss_index import build_index, recall_vs_exact
+
+    emb = _unit(np.ones((300, 8)))
+    flat, hnsw = build_index(emb, "flat"), build_index(emb, "hnsw")
+    assert recall_vs_exact(hnsw, flat, emb[:20], k=10) == pytest.approx(1.0)

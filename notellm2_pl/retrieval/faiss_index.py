@@ -30,7 +30,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from notellm2_pl.atomic import atomic_open
-from notellm2_pl.retrieval.ranking import as_float32_matrix
+from notellm2_pl.retrieval.ranking import as_float32_matrix, topk_overlap
 
 if TYPE_CHECKING:
     import torch
@@ -292,7 +292,8 @@ def recall_vs_exact(
     k: int = 10,
     batch_size: int = 4096,
 ) -> float:
-    """Mean overlap of the approximate top-k with the exact top-k: ``mean_q |A_q ∩ E_q| / k``.
+    """Mean overlap of the approximate top-k with the exact top-k: ``mean_q |A_q ∩ E_q| / k``, a neighbour tied with
+    the exact k-th counted as found (:func:`~notellm2_pl.retrieval.ranking.topk_overlap`).
 
     Both indexes must hold the same rows in the same order (compare by position).
 
@@ -317,9 +318,6 @@ def recall_vs_exact(
     if q.shape[0] == 0:
         return float("nan")
     kk = int(min(k, e_raw.ntotal))
-    _, a = search(a_raw, q, kk, batch_size)
-    _, e = search(e_raw, q, kk, batch_size)
-    hits = 0
-    for ar, er in zip(a, e):
-        hits += len(set(ar[ar >= 0].tolist()) & set(er.tolist()))
-    return hits / (q.shape[0] * kk)
+    a_s, a = search(a_raw, q, kk, batch_size)
+    e_s, e = search(e_raw, q, kk, batch_size)
+    return float(topk_overlap(a_s, a, e_s, e).sum() / (q.shape[0] * kk))

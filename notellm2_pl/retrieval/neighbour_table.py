@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 from notellm2_pl.atomic import atomic_open, atomic_write_text
 from notellm2_pl.retrieval.catalogue import Catalogue, save_catalogue
 from notellm2_pl.retrieval.faiss_index import IdIndex, build_index, search
+from notellm2_pl.retrieval.ranking import topk_overlap
 from notellm2_pl.retrieval.scoring import exact_topk
 
 log = logging.getLogger(__name__)
@@ -148,17 +149,14 @@ def exact_rows(cat: Catalogue, query_rows: np.ndarray, k: int) -> tuple[np.ndarr
 
 
 def approx_recall(index: IdIndex, cat: Catalogue, k: int, sample: int, seed: int = 0) -> float:
-    """Recall@k of an approximate index against exact top-k, on ``sample`` random notes (``|A ∩ E| / |E|``)."""
+    """Recall@k of an approximate index against exact top-k, on ``sample`` random notes (``|A ∩ E| / |E|``, a
+    neighbour tied with the exact k-th counted as found: :func:`~notellm2_pl.retrieval.ranking.topk_overlap`)."""
     n = len(cat.ids)
     rows = np.sort(np.random.default_rng(seed).choice(n, min(sample, n), replace=False))
-    _, exact = exact_rows(cat, rows, k)
-    _, approx = approx_rows(index, cat, rows, k)
-    hits = total = 0
-    for a, e in zip(approx, exact):
-        e_set = set(e[e >= 0].tolist())
-        hits += len(e_set & set(a[a >= 0].tolist()))
-        total += len(e_set)
-    return hits / total if total else float("nan")
+    e_scores, exact = exact_rows(cat, rows, k)
+    a_scores, approx = approx_rows(index, cat, rows, k)
+    total = int(np.count_nonzero(exact >= 0))
+    return float(topk_overlap(a_scores, approx, e_scores, exact).sum() / total) if total else float("nan")
 
 
 def _start_meta(out: Path, cat: Catalogue, settings: TableSettings, overwrite: bool) -> tuple[dict[str, Any], bool]:

@@ -68,6 +68,37 @@ class Ranks:
         return Ranks(self.higher[index], self.ties[index])
 
 
+def topk_overlap(approx_scores: np.ndarray, approx_rows: np.ndarray, exact_scores: np.ndarray,
+                 exact_rows: np.ndarray, tie_tol: float = 1e-6) -> np.ndarray:
+    """Per query, how many of the exact top-k an approximate top-k found, ties counted as found.
+
+    An approximate neighbour counts if it is in the exact list, or if it is not but scores within ``tie_tol`` of the
+    exact k-th score or above it (an equally good note the exact list left out by its order of ties); the count is
+    capped at the exact list's length. Without ties this is ``|A ∩ E|``.
+
+    Args:
+        approx_scores: (Q, k) scores of the approximate neighbours (``-inf`` in unfilled slots).
+        approx_rows: (Q, k) their rows (``-1`` in unfilled slots).
+        exact_scores: (Q, k) exact top-k scores, best first (``-inf`` in unfilled slots).
+        exact_rows: (Q, k) their rows (``-1`` in unfilled slots).
+        tie_tol: The tie band of :func:`rank_targets`.
+
+    Returns:
+        (Q,) int64 found counts.
+    """
+    found = np.zeros(approx_rows.shape[0], dtype=np.int64)
+    for i, (a_s, a_r, e_s, e_r) in enumerate(zip(approx_scores, approx_rows, exact_scores, exact_rows, strict=True)):
+        e_set = set(e_r[e_r >= 0].tolist())
+        if not e_set:
+            continue
+        kth = float(e_s[len(e_set) - 1])
+        valid = a_r >= 0
+        inside = np.fromiter((r in e_set for r in a_r[valid].tolist()), dtype=bool, count=int(valid.sum()))
+        tied = a_s[valid][~inside] >= kth - tie_tol
+        found[i] = min(len(e_set), int(inside.sum() + tied.sum()))
+    return found
+
+
 def as_float32_matrix(x: ArrayLike | torch.Tensor, name: str) -> np.ndarray:
     """Return ``x`` (numpy or torch) as a C-contiguous float32 (N, d) array, copying only when needed.
 
