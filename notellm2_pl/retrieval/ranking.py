@@ -10,62 +10,21 @@ Tie rule (docs/method.md#ties): a pool note j is *higher* than the target t of q
 eight float32 ulps at 1.0: the same dot product through two BLAS code paths differs by up to ~2e-7 for unit
 vectors). Ties are broken at random: with ``h`` higher and ``e`` tied notes the target's rank is uniform on
 ``h .. h + e``, so its expected rank is ``h + e / 2`` and the probability that it lands in the top K is
-``clip((K - h) / (e + 1), 0, 1)`` (:meth:`Ranks.hits`). Recall@K is the mean of that probability: constant
-embeddings score exactly chance (``K / P``), never a perfect score, and a duplicate of the target costs half a
-place. The target's own row is always excluded by index.
+``clip((K - h) / (e + 1), 0, 1)`` (:meth:`~notellm2_pl.retrieval.ranks.Ranks.hits`). Recall@K is the mean of that
+probability: constant embeddings score exactly chance (``K / P``), never a perfect score, and a duplicate of the
+target costs half a place. The target's own row is always excluded by index.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
+from notellm2_pl.retrieval.ranks import Ranks
 from notellm2_pl.retrieval.scoring import DEFAULT_POOL_TILE, DEFAULT_QUERY_TILE, RankCounter, scan_scores
-
-
-@dataclass(frozen=True)
-class Ranks:
-    """Where each query's target ranks in the pool, with ties broken at random (module docstring).
-
-    Attributes:
-        higher: (Q,) int64 pool notes scoring above the target's tie band.
-        ties: (Q,) int64 other pool notes inside it (the target itself excluded).
-    """
-
-    higher: np.ndarray
-    ties: np.ndarray
-
-    @classmethod
-    def strict(cls, ranks: np.ndarray | Sequence[int]) -> Ranks:
-        """Ranks without ties (each entry the target's 0-based rank)."""
-        higher = np.asarray(ranks, dtype=np.int64).reshape(-1)
-        return cls(higher, np.zeros_like(higher))
-
-    def __len__(self) -> int:
-        return int(self.higher.shape[0])
-
-    @property
-    def expected(self) -> np.ndarray:
-        """(Q,) float64 expected 0-based rank, ``higher + ties / 2``."""
-        return self.higher + self.ties / 2.0
-
-    def hits(self, k: int) -> np.ndarray:
-        """(Q,) float64 probability that the target is among the top ``k``: ``clip((k - higher) / (ties + 1), 0, 1)``.
-
-        Raises:
-            ValueError: If ``k`` is not a positive integer.
-        """
-        if int(k) <= 0:
-            raise ValueError(f"K must be a positive integer, got {k}.")
-        return np.clip((int(k) - self.higher) / (self.ties + 1.0), 0.0, 1.0)
-
-    def subset(self, index: np.ndarray | slice) -> Ranks:
-        """The ranks of some queries."""
-        return Ranks(self.higher[index], self.ties[index])
 
 
 def topk_overlap(approx_scores: np.ndarray, approx_rows: np.ndarray, exact_scores: np.ndarray,

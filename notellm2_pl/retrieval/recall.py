@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from notellm2_pl.retrieval.pairs import Pair, accept_pairs
-from notellm2_pl.retrieval.ranking import Ranks, as_float32_matrix, rank_targets
+from notellm2_pl.retrieval.ranking import as_float32_matrix, rank_targets
+from notellm2_pl.retrieval.ranks import Ranks
 from notellm2_pl.retrieval.scoring import DEFAULT_POOL_TILE, DEFAULT_QUERY_TILE
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def recall_at_k(ranks: Ranks | np.ndarray | Sequence[int], ks: Iterable[int] = D
     """Recall@K = mean over queries of the probability that the target is in the top K (docs/method.md#recall-at-k).
 
     Args:
-        ranks: :class:`~notellm2_pl.retrieval.ranking.Ranks` (ties broken at random), or (Q,) 0-based ranks
+        ranks: :class:`~notellm2_pl.retrieval.ranks.Ranks` (ties broken at random), or (Q,) 0-based ranks
             without ties.
         ks: Cut-offs. Any positive K is allowed; K at or above the pool size gives 1.0.
 
@@ -72,7 +73,7 @@ class EvalResult:
         num_queries: Accepted pairs (queries) after the at-most-once rule.
         pool_size: Notes in the pool (all notes minus the accepted queries).
         recalls: ``{K: Recall@K}``.
-        ranks: The targets' :class:`~notellm2_pl.retrieval.ranking.Ranks`, in accepted-pair order.
+        ranks: The targets' :class:`~notellm2_pl.retrieval.ranks.Ranks`, in accepted-pair order.
         num_pairs: Pairs given, before filtering.
         num_missing: Pairs skipped because a note has no embedding.
     """

@@ -30,13 +30,12 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
 
-if TYPE_CHECKING:
-    from notellm2_pl.retrieval.ranking import Ranks
+from notellm2_pl.retrieval.ranks import Ranks
 
 DEFAULT_QUERY_TILE = 256
 """Queries per score tile (with :data:`DEFAULT_POOL_TILE`: the fast tile shape at d = 64, see the module docstring)."""
@@ -193,9 +192,7 @@ class RankCounter:
         self._count(scores, self.lo[q0:q1], self.hi[q0:q1], self.higher[q0:q1], self.ties[q0:q1])
 
     def ranks(self) -> Ranks:
-        """The counts so far as :class:`~notellm2_pl.retrieval.ranking.Ranks`."""
-        from notellm2_pl.retrieval.ranking import Ranks
-
+        """The counts so far as :class:`~notellm2_pl.retrieval.ranks.Ranks`."""
         return Ranks(self.higher, self.ties)
 
 
