@@ -12,6 +12,18 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import pytest
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _baselines_cache(tmp_path_factory):
+    """Keep evaluate's baseline cache (docs/evaluation.md#baselines) in the session's temporary folder."""
+    old = os.environ.get("NOTELLM2_PL_BASELINES_CACHE")
+    os.environ["NOTELLM2_PL_BASELINES_CACHE"] = str(tmp_path_factory.mktemp("baselines_cache"))
+    yield
+    if old is None:
+        os.environ.pop("NOTELLM2_PL_BASELINES_CACHE", None)
+    else:
+        os.environ["NOTELLM2_PL_BASELINES_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def tiny_ckpts(tmp_path_factory) -> dict[str, str]:
     """Local tiny checkpoints: qwen2, qwen3, llama LLMs and CLIP / SigLIP vision towers."""

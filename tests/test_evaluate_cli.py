@@ -30,7 +30,8 @@ def test_evaluate_model_writes_table_json_csv_tb_with_probes(exported, tmp_path,
     # the same numbers from the saved embeddings, with custom K
     out2 = tmp_path / "eval2"
     emb_dirs = [str(out / "embeddings" / p) for p in ("full", "only_image")]
-    assert cli_main(["--embeddings", *emb_dirs, "--out", str(out2), "--ks", "10,20", "--no_tb"]) == 0
+    assert cli_main(["--embeddings", *emb_dirs, "--out", str(out2), "--ks", "10,20", "--no_tb", "--baselines",
+                     "none"]) == 0
     res2 = json.loads((out2 / "results.json").read_text())
     assert set(res2) == {f"{p}/{k}/{s}" for p in ("full", "only_image") for k in ("e_m", "e_v")
                          for s in ("all", "shortquery", "shortgtdoc", "longquery", "longgtdoc")}

@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from notellm2_pl.analysis.baselines import baseline_recalls
 from notellm2_pl.analysis.jsonl_table import parse_options, table_from_options
 from notellm2_pl.analysis.records import parse_results, query_counts
 from notellm2_pl.analysis.selection import choose, has_candidates, kept_scores, selection_markdown
@@ -37,7 +38,7 @@ from notellm2_pl.atomic import atomic_write_text
 BLOCK = re.compile(r"(<!-- BEGIN (?P<path>\S+)(?P<opts>(?: [^\s>]+)*) -->\n)(?P<body>.*?)(<!-- END (?P=path) -->)",
                    re.DOTALL)
 RECORD_KEYS = ("run_id", "name", "seed", "recipe", "configs", "overrides", "hparams", "metrics", "num_queries",
-               "seconds", "finished")
+               "baselines", "seconds", "finished")
 
 
 def provenance(command: str, repo: Path) -> dict[str, Any]:
@@ -133,7 +134,8 @@ def collect_single(eval_dir: Path, log_dir: Path, dest: Path, command: str, name
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
     shutil.copyfile(eval_dir / "results.json", dest / "results.json")
-    record = {"name": name, "seed": 0, "metrics": parse_results(results), "num_queries": query_counts(results)}
+    record = {"name": name, "seed": 0, "metrics": parse_results(results), "num_queries": query_counts(results),
+              "baselines": baseline_recalls(results)}
     atomic_write_text(dest / "summary.md", summary_markdown(name, [name], [record]))
     atomic_write_text(dest / "validation.md", validation_table({name: validation_curve(log_dir, "version_*")}))
     atomic_write_text(dest / "provenance.json", json.dumps(provenance(command, repo), indent=2) + "\n")

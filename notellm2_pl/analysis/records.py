@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from notellm2_pl.analysis.baselines import baseline_recalls
 from notellm2_pl.analysis.grid import RunSpec, read_header
 from notellm2_pl.data.schema import EMBEDDING_KEYS, PROBES
 
@@ -146,7 +147,7 @@ def build_record(spec: RunSpec, run_dir: Path, cfg: Mapping[str, Any], ckpt: Pat
         "configs": list(spec.configs), "overrides": list(spec.overrides), "sweeps": dict(spec.run.sweeps),
         "plot": spec.run.plot, "changes": list(header.changes),
         "hparams": run_hparams(spec, cfg, header.changes), "metrics": parse_results(results),
-        "num_queries": query_counts(results),
+        "num_queries": query_counts(results), "baselines": baseline_recalls(results),
         "spread": json.loads(spread.read_text(encoding="utf-8")) if spread.is_file() else None,
         "checkpoint": os.fspath(ckpt), "run_dir": os.fspath(run_dir), "seconds": round(seconds, 1),
         "saliency": os.fspath(sal) if sal.exists() else None,

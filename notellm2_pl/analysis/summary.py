@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from notellm2_pl.analysis import baseline_summary
 from notellm2_pl.analysis.grid import Grid
 from notellm2_pl.analysis.modality_check import check_records, collapsed_runs, format_modality_check
 from notellm2_pl.analysis.records import metric_key
@@ -120,7 +121,8 @@ def summary_markdown(grid_name: str, names: Sequence[str], records: Sequence[Map
              + " / ".join(f"R@{k}" for k in ks) + " on the test split (pool = all test notes minus the subset's "
              "queries), mean over seeds (standard deviations in summary.csv). Probes "
              "(docs/method.md#only-image-and-only-text-probes): `full` input; "
-             "`only_image` (empty text fields); `only_text` (blank image); `*_e_v`: mICL's visual embedding.", "",
+             "`only_image` (empty text fields); `only_text` (blank image); `*_e_v`: mICL's visual embedding."
+             + baseline_summary.intro(records), "",
              "| variant | probe | " + " | ".join(subsets) + " |", "|---|---|" + "---|" * len(subsets)]
     for name in names:
         ms = agg.get(name)
@@ -134,7 +136,9 @@ def summary_markdown(grid_name: str, names: Sequence[str], records: Sequence[Map
             if all(set(c) <= {"–", " ", "/"} for c in cells):
                 continue
             lines.append(f"| {name} | {probe} | " + " | ".join(cells) + " |")
-    return "\n".join(lines + collapse_lines(names, records) + modality_lines(names, records)) + "\n"
+    lines += baseline_summary.markdown_rows(records, subsets, ks)
+    return "\n".join(lines + collapse_lines(names, records) + modality_lines(names, records)
+                     + baseline_summary.check_lines(names, records)) + "\n"
 
 
 def collapse_lines(names: Sequence[str], records: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -166,7 +170,7 @@ def modality_lines(names: Sequence[str], records: Sequence[Mapping[str, Any]], k
 def write_summary(out: Path, names: Sequence[str], grid_name: str,
                   records: Sequence[Mapping[str, Any]]) -> list[Path]:
     """Write ``summary.md`` and ``summary.csv`` (atomically); returns their paths."""
-    rows = summary_rows(names, records)
+    rows = summary_rows(names, records) + baseline_summary.csv_rows(records, TABLE_KS)
     buf = io.StringIO()
     cols = ["variant", "subset", "probe", "seeds", "n_seeds"] + [f"R@{k}{s}" for k in TABLE_KS for s in ("", "_std")]
     w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")

@@ -13,12 +13,22 @@ import os
 from pathlib import Path
 from typing import Any
 
+from notellm2_pl.analysis.baseline_cache import BaselineCache, dataset_fingerprint, default_cache_dir
+from notellm2_pl.analysis.baseline_check import MODEL_RUN
+from notellm2_pl.analysis.baselines import (
+    DEFAULT_BASELINES,
+    BaselinePool,
+    parse_baselines,
+    plan_baselines,
+    report_baselines,
+    run_baselines,
+)
 from notellm2_pl.analysis.modality_check import check_results, format_modality_check
 from notellm2_pl.data.schema import PROBES
 from notellm2_pl.data.truncation import measure_truncation
 from notellm2_pl.inference.embedder import Embedder
 from notellm2_pl.inference.export import read_export_config
-from notellm2_pl.inference.factory import build_from_checkpoint
+from notellm2_pl.inference.factory import build_from_checkpoint, recipe_sections
 from notellm2_pl.retrieval.evaluation import (
     NotesInOrder,
     default_ks,
@@ -32,6 +42,8 @@ from notellm2_pl.retrieval.evaluation import (
     write_spreads,
 )
 from notellm2_pl.retrieval.pairs import DEFAULT_LONG_MIN_CHARS, DEFAULT_SHORT_MAX_CHARS
+from notellm2_pl.retrieval.recall import EvalResult
+from notellm2_pl.training.hparams import migrate_hparams
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--model", metavar="EXPORT_DIR", help="Model export directory (python -m notellm2_pl export).")
     src.add_argument("--ckpt_path", help="Lightning checkpoint; fit records the backbones and data settings in it, so "
                      "--config is needed only for checkpoints written before that.")
-    src.add_argument("--config", help="Recipe of --ckpt_path.")
+    src.add_argument("--config", help="Recipe of --ckpt_path (with --embeddings: the recipe whose backbones give the "
+                     "untrained baselines).")
     p.add_argument("--data", metavar="ROOT", help="Dataset root (default: the one recorded with the embeddings or the "
                                                  "model).")
     p.add_argument("--streaming", metavar="PREPARED", help="Read the test pool from prepared streaming data (prepare's "
@@ -76,6 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--short_max_chars", type=int, default=None, help="Short-text threshold of derived subsets.")
     p.add_argument("--long_min_chars", type=int, default=None, help="Long-text threshold of derived subsets.")
     p.add_argument("--on_error", choices=("raise", "skip"), default="raise", help="Bad data rows: raise or skip.")
+    b = p.add_argument_group("baselines (docs/evaluation.md#baselines)")
+    b.add_argument("--baselines", default=DEFAULT_BASELINES, metavar="LIST",
+                   help=f"Zero-training baselines ranked on the same pool and pairs (default: {DEFAULT_BASELINES}; "
+                        "untrained = the model's own LLM and vision tower before training), or none.")
+    b.add_argument("--baseline", action="append", default=[], metavar="st:PATH",
+                   help="Also a sentence-transformers model folder (repeatable), loaded offline.")
+    b.add_argument("--baselines_cache", metavar="DIR", help="Baseline cache folder (default: "
+                   "$NOTELLM2_PL_BASELINES_CACHE or ~/.cache/notellm2_pl/baselines).")
     return p
 
 
@@ -104,14 +125,37 @@ def _checked_probes(p: argparse.ArgumentParser, args: argparse.Namespace, overri
     return probes
 
 
-def _model_source(args: argparse.Namespace, overrides: list[str]) -> tuple[Embedder, dict[str, Any], Path]:
-    """``(embedder, data config, default output folder)`` of ``--model`` or ``--ckpt_path``."""
+def _model_source(args: argparse.Namespace,
+                  overrides: list[str]) -> tuple[Embedder, dict[str, Any], dict[str, Any], Path]:
+    """``(embedder, model config, data config, default output folder)`` of ``--model`` or ``--ckpt_path``."""
     if args.model:
         embedder = Embedder.from_pretrained(args.model, device=args.device, num_workers=args.num_workers)
-        return embedder, read_export_config(args.model).get("data", {}), Path(args.model) / "eval"
-    module, _, data_cfg = build_from_checkpoint(args.ckpt_path, args.config, overrides)
+        cfg = read_export_config(args.model)
+        return embedder, migrate_hparams(cfg["model"]), cfg.get("data", {}), Path(args.model) / "eval"
+    module, model_cfg, data_cfg = build_from_checkpoint(args.ckpt_path, args.config, overrides)
     embedder = Embedder.from_module(module, data_cfg, device=args.device, num_workers=args.num_workers)
-    return embedder, data_cfg, Path(args.ckpt_path).parent / "eval"
+    return embedder, model_cfg, data_cfg, Path(args.ckpt_path).parent / "eval"
+
+
+def _requested_baselines(p: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    """The baselines of ``--baselines`` and ``--baseline`` (a usage error on an unknown one)."""
+    try:
+        return parse_baselines(args.baselines, args.baseline)
+    except ValueError as err:
+        p.error(str(err))
+
+
+def _baselines(args: argparse.Namespace, requested: list[str], model_cfg: dict[str, Any] | None,
+               data_cfg: dict[str, Any], pool: BaselinePool) -> dict[str, dict[str, EvalResult]]:
+    """The requested baselines' results on the model's pool (cached; none requested: none)."""
+    if not requested:
+        return {}
+    if model_cfg is None and args.config and any(not n.startswith("st:") for n in requested):
+        model_cfg, recipe_data = recipe_sections(args.config)
+        data_cfg = {**recipe_data, **data_cfg}
+    planned = plan_baselines(requested, model_cfg, data_cfg)
+    cache = BaselineCache(args.baselines_cache or default_cache_dir())
+    return run_baselines(planned, pool, cache)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,13 +163,15 @@ def main(argv: list[str] | None = None) -> int:
     p = build_parser()
     args, overrides = p.parse_known_args(argv)
     probes = _checked_probes(p, args, overrides)
+    requested = _requested_baselines(p, args)
     data_cfg: dict[str, Any] = {}
+    model_cfg: dict[str, Any] | None = None
     embedder = None
     if args.embeddings:
         runs, recorded_root = runs_from_embeddings(args.embeddings)
         default_out = Path(args.embeddings[0]) / "eval"
     else:
-        embedder, data_cfg, default_out = _model_source(args, overrides)
+        embedder, model_cfg, data_cfg, default_out = _model_source(args, overrides)
         recorded_root = data_cfg.get("root")
     root = args.data or recorded_root
     if args.streaming is None and not args.data and data_cfg.get("streaming"):
@@ -148,7 +194,10 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             log.warning("%d of %d test notes of %s have no embedding; pairs naming them are skipped.", missing,
                         len(ids), source)
-    results = evaluate_runs(runs, pair_sets, _parse_ks(args.ks, len(ids)))
+    results = evaluate_runs(runs, pair_sets, ks := _parse_ks(args.ks, len(ids)))
+    baselines = _baselines(args, requested, model_cfg, data_cfg, BaselinePool(
+        ids, NotesInOrder(notes, ids), pair_sets, ks, dataset_fingerprint(source), args.batch_size, args.device,
+        args.num_workers))
     spreads = measure_spreads(runs)
     tb = None if args.no_tb else (Path(args.tb_dir) if args.tb_dir else out / "tb")
     table = report(results, out, tb)
@@ -162,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\n" + format_modality_check(check_results(results, k=10, collapsed=collapsed), k=10))
     if embedder is not None:
         print(measure_truncation(embedder.processor(), NotesInOrder(notes, ids)).line())
+    if baselines:
+        print("\n" + report_baselines(baselines, results.get(MODEL_RUN), out / "results.json"))
     print(f"\nWrote {out / 'results.json'}, {out / 'results.csv'} and {out / 'spread.json'}"
           + (f"; TensorBoard: tensorboard --logdir {tb}" if tb else ""))
     return 0
