@@ -12,6 +12,7 @@ import copy
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -24,6 +25,54 @@ from notellm2_pl.plugins.hub import ensure_available
 log = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def add_token_rows(model: nn.Module, tokenizer: Any, tokens: list[str], init: str = "mean") -> list[int]:
+    """Add the missing ``tokens`` as special tokens, resize ``model``'s embeddings and initialise the new rows.
+
+    Args:
+        model: A transformers model whose input embeddings the tokens index.
+        tokenizer: Its tokenizer (changed in place).
+        tokens: Token strings to ensure.
+        init: ``"mean"`` (mean of the existing input-embedding rows) or ``"normal"`` (N(0, 0.02)).
+
+    Returns:
+        The token ids, in order.
+    """
+    missing = [t for t in tokens if t not in tokenizer.get_vocab()]
+    if missing:
+        tokenizer.add_tokens(missing, special_tokens=True)
+        old = model.get_input_embeddings().weight.shape[0]
+        ids = tokenizer.convert_tokens_to_ids(missing)
+        if max(ids) >= old:
+            model.resize_token_embeddings(max(len(tokenizer), old), mean_resizing=False)
+        weight = model.get_input_embeddings().weight
+        with torch.no_grad():
+            mean = weight[:old].mean(0)
+            for i in ids:
+                if init == "mean":
+                    weight[i] = mean
+                else:
+                    nn.init.normal_(weight[i], std=0.02)
+    return [int(i) for i in tokenizer.convert_tokens_to_ids(tokens)]
+
+
+@contextlib.contextmanager
+def eager_attention(model: nn.Module, attn_implementation: str) -> Iterator[None]:
+    """Within the block ``model`` runs eager attention, whose post-softmax probabilities stay in the autograd graph.
+
+    Args:
+        model: A transformers model.
+        attn_implementation: Its configured implementation, restored after the block.
+    """
+    if attn_implementation == "eager":
+        yield
+        return
+    model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(attn_implementation)
 
 
 class HFCausalLM(LLMBackbone):
@@ -97,30 +146,12 @@ class HFCausalLM(LLMBackbone):
         return self.model.get_input_embeddings()(input_ids)
 
     def add_tokens(self, tokens: list[str], init: str = "mean") -> list[int]:
-        vocab = self._tokenizer.get_vocab()
-        missing = [t for t in tokens if t not in vocab]
-        if missing:
-            self._tokenizer.add_tokens(missing, special_tokens=True)
-            emb = self.model.get_input_embeddings()
-            old = emb.weight.shape[0]
-            new_size = max(len(self._tokenizer), old)
-            ids = self._tokenizer.convert_tokens_to_ids(missing)
-            if max(ids) >= old:
-                self.model.resize_token_embeddings(new_size, mean_resizing=False)
-            weight = self.model.get_input_embeddings().weight
-            with torch.no_grad():
-                mean = weight[:old].mean(0)
-                for i in ids:
-                    if init == "mean":
-                        weight[i] = mean
-                    else:
-                        nn.init.normal_(weight[i], std=0.02)
-        return [int(i) for i in self._tokenizer.convert_tokens_to_ids(tokens)]
+        return add_token_rows(self.model, self._tokenizer, tokens, init)
 
     def forward(
         self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, output_attentions: bool = False
     ) -> LLMOutput:
-        ctx = self._eager_attention() if output_attentions else contextlib.nullcontext()
+        ctx = eager_attention(self.model, self._attn_impl) if output_attentions else contextlib.nullcontext()
         with ctx:
             out = self.model(
                 inputs_embeds=inputs_embeds,
@@ -130,18 +161,6 @@ class HFCausalLM(LLMBackbone):
                 return_dict=True,
             )
         return LLMOutput(hidden=out.last_hidden_state, attentions=out.attentions if output_attentions else None)
-
-    @contextlib.contextmanager
-    def _eager_attention(self):
-        """Eager attention returns post-softmax probabilities that stay in the autograd graph."""
-        if self._attn_impl == "eager":
-            yield
-            return
-        self.model.set_attn_implementation("eager")
-        try:
-            yield
-        finally:
-            self.model.set_attn_implementation(self._attn_impl)
 
     def save_pretrained(self, out_dir: str | os.PathLike[str]) -> None:
         """``save_pretrained`` of the decoder and tokenizer; LoRA adapters are folded into a copy of the weights.

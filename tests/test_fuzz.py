@@ -184,7 +184,8 @@ def test_no_marker_injection(formats, title: str, topics: list[str], content: st
     body = ids[: len(ids) - len(suffix)]
     specials = set(tok.all_special_ids) | set(tok.convert_tokens_to_ids(["<img>", "</img>", "<IMG_EMB>"]))
     placed = [i for i in body if i in specials]
-    expected = list(proc._bos) + fmt.image_open_ids + fmt.image_close_ids + ([fmt.marker_id] if fmt.marker_id else [])
+    marker = [fmt.marker_id] if fmt.marker_id else []
+    expected = list(proc._open_ids) + fmt.image_open_ids + fmt.image_close_ids + marker
     assert placed == expected  # exactly the template's special tokens, in the template's order
     if variant == "text":
         assert image_pos == -1 and marker_pos == -1

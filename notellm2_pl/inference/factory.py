@@ -3,7 +3,8 @@
 Recipes are parsed with the LightningCLI schema (jsonargparse in ``omegaconf+`` mode, plugins loaded so short class
 names resolve), restricted to the ``model`` and ``data`` sections; the other top-level sections of a recipe
 (:data:`CLI_ONLY_KEYS`) are accepted and ignored. Every recipe load, here and in the Lightning commands, first calls
-:func:`register_resolvers`, so the recipes' OmegaConf interpolations (``${pkgdir:...}``) resolve everywhere.
+:func:`register_resolvers`, so the recipes' OmegaConf interpolations (``${pkgdir:...}``, ``${asset:...}``) resolve
+everywhere.
 
 A module built from a config records its backbones (:func:`record_backbones`), so its checkpoints can be rebuilt
 without the recipe (:func:`build_from_checkpoint` without ``config``).
@@ -25,6 +26,7 @@ from omegaconf import OmegaConf
 
 from notellm2_pl.data.datamodule import NoteDataModule
 from notellm2_pl.plugins import registry
+from notellm2_pl.plugins.pretrained_assets import asset_path
 from notellm2_pl.training.hparams import migrate_hparams
 from notellm2_pl.training.module import NoteLLM2Module
 
@@ -52,13 +54,16 @@ def package_dir(name: str) -> str:
 
 
 def register_resolvers() -> None:
-    """Register the OmegaConf resolvers recipes may use (``${pkgdir:PACKAGE}``); call before parsing any recipe."""
-    if OmegaConf.has_resolver("pkgdir"):
-        return
-    # the one name that works from omegaconf 2.3 (where register_resolver is the old API) on; 2.4 deprecates it
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning)
-        OmegaConf.register_new_resolver("pkgdir", package_dir)
+    """Register the OmegaConf resolvers recipes may use (``${pkgdir:PACKAGE}``, ``${asset:NAME}``); call before
+    parsing any recipe."""
+    for name, resolver in (("pkgdir", package_dir), ("asset", asset_path)):
+        if OmegaConf.has_resolver(name):
+            continue
+        # the one name that works from omegaconf 2.3 (where register_resolver is the old API) on; 2.4 deprecates it
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated",
+                                    category=UserWarning)
+            OmegaConf.register_new_resolver(name, resolver)
 
 
 def record_backbones(module: NoteLLM2Module, model_cfg: Mapping[str, Any]) -> None:

@@ -104,12 +104,63 @@ def find_layer_list(module: nn.Module, num_layers: int) -> list[nn.Module]:
     return []
 
 
+def prepends_bos(tokenizer: Any) -> bool:
+    """Whether the tokenizer's own convention prepends BOS to a text (Llama's does, Qwen's does not)."""
+    if tokenizer.bos_token_id is None:
+        return False
+    probe = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return len(probe) > 0 and probe[0] == tokenizer.bos_token_id
+
+
+def decoder_special_ids(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """A decoder's framing of every sequence: its BOS where the tokenizer prepends one, and nothing at the end.
+
+    Nothing follows the template: a decoder reads its embedding at the last token, which must be the suffix's own.
+    """
+    return ([int(tokenizer.bos_token_id)] if prepends_bos(tokenizer) else []), []
+
+
 class LLMBackbone(_Lockable, abc.ABC):
-    """A decoder-only language model that maps input embeddings to final hidden states.
+    """A language model that maps input embeddings to final hidden states: a decoder, or a bidirectional encoder.
 
     The backbone owns its tokenizer (a ``transformers`` tokenizer). Special tokens the method needs are added
-    through :meth:`add_tokens`, which also resizes and initialises the embedding rows.
+    through :meth:`add_tokens`, which also resizes and initialises the embedding rows. The defaults of
+    :attr:`is_causal`, :meth:`special_ids` and :meth:`pool` are a decoder's (causal attention, last-token read-out);
+    a bidirectional encoder overrides them (docs/method.md#text-encoders-in-the-llm-slot).
     """
+
+    @property
+    def is_causal(self) -> bool:
+        """Whether each position attends only to itself and earlier ones. Default: True (a decoder).
+
+        A causal backbone's states over a prefix do not depend on what follows it, so the mICL visual embedding is
+        pooled from the same pass as the multimodal one; a bidirectional encoder gets a pass of its own over the
+        image block (docs/method.md#text-encoders-in-the-llm-slot).
+        """
+        return True
+
+    def special_ids(self) -> tuple[list[int], list[int]]:
+        """Special token ids the backbone's convention puts before and after every sequence.
+
+        Default: :func:`decoder_special_ids` (BOS where the tokenizer prepends one, nothing after). An encoder
+        returns its own framing, e.g. ``([CLS], [SEP])`` for BERT.
+
+        Returns:
+            ``(open_ids, close_ids)``.
+        """
+        return decoder_special_ids(self.tokenizer)
+
+    def pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """One state per row from hidden states ``(B, T, H)`` over the positions where ``mask (B, T)`` is 1.
+
+        The mask is a contiguous span starting at position 0 (right padding). Default: the state at the span's last
+        position (a decoder's read-out); encoders pool the way they were trained (mean, CLS).
+
+        Returns:
+            ``(B, H)``.
+        """
+        rows = torch.arange(hidden.shape[0], device=hidden.device)  # (B,)
+        return hidden[rows, mask.sum(1) - 1]
 
     @property
     @abc.abstractmethod
@@ -124,7 +175,7 @@ class LLMBackbone(_Lockable, abc.ABC):
     @property
     @abc.abstractmethod
     def num_layers(self) -> int:
-        """Number of decoder layers (one attention map each when attentions are requested)."""
+        """Number of transformer layers (one attention map each when attentions are requested)."""
 
     @abc.abstractmethod
     def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -146,7 +197,7 @@ class LLMBackbone(_Lockable, abc.ABC):
     def forward(
         self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, output_attentions: bool = False
     ) -> LLMOutput:
-        """Run the decoder on ``inputs_embeds (B, T, H)`` with a ``(B, T)`` 0/1 mask (right padding)."""
+        """Run the model on ``inputs_embeds (B, T, H)`` with a ``(B, T)`` 0/1 mask (right padding)."""
 
     def save_pretrained(self, out_dir: str | os.PathLike[str]) -> None:
         """Write the decoder and its tokenizer (added tokens included) as a directory this plugin loads again.

@@ -1,7 +1,8 @@
 """Tiny, download-free backbones and contract checks, shipped for tests and for plugin authors.
 
-``make_tiny_llm_checkpoint`` / ``make_tiny_vision_checkpoint`` build real architectures from config objects and
-``save_pretrained`` them, so the same ``from_pretrained`` code path as a hub model is exercised.
+``make_tiny_llm_checkpoint`` / ``make_tiny_encoder_checkpoint`` / ``make_tiny_vision_checkpoint`` build real
+architectures from config objects and ``save_pretrained`` them, so the same ``from_pretrained`` code path as a hub
+model is exercised.
 ``check_*_contract`` verify that a plugin honours the contract in ``notellm2_pl.plugins.contract``.
 """
 
@@ -51,6 +52,48 @@ def make_tiny_llm_checkpoint(path: str | Path, model_type: str = "qwen2", **over
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(cfg).save_pretrained(path)
     tok.save_pretrained(path)
+    return str(path)
+
+
+TINY_TEMPLATE_WORDS = ["note", "image", "title", "topic", "content", "compress", "into", "one", "word"]
+
+
+def tiny_wordpiece_vocab() -> list[str]:
+    """A WordPiece vocabulary (``vocab.txt`` lines) for a tiny BERT: specials, every character of
+    :data:`TINY_CORPUS` and the ASCII letters and digits (each also as a ``##`` continuation), and whole words."""
+    import string
+
+    chars = sorted(set(TINY_CORPUS.lower() + string.ascii_lowercase + string.digits) - set(string.whitespace))
+    words = sorted(set(TINY_WORDS + TINY_TEMPLATE_WORDS))
+    return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *(f"##{c}" for c in chars), *words]
+
+
+def make_tiny_encoder_checkpoint(path: str | Path, pooling: str | None = None, **overrides: Any) -> str:
+    """Write a random tiny BERT (2 layers, width 32) with a WordPiece tokenizer over :func:`tiny_wordpiece_vocab`.
+
+    Args:
+        path: Folder to write.
+        pooling: Also write a sentence-transformers pooling config (``mean`` or ``cls``); None: none.
+        **overrides: ``BertConfig`` fields to change.
+
+    Returns:
+        The folder, loadable with ``from_pretrained`` (and ``HFTextEncoder``).
+    """
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "vocab.txt").write_text("\n".join(tiny_wordpiece_vocab()) + "\n", encoding="utf-8")
+    tok = BertTokenizer.from_pretrained(str(path), do_lower_case=True)  # reads vocab.txt
+    sizes = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "max_position_embeddings": 512, **overrides}
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(tok), pad_token_id=tok.pad_token_id, **sizes)).save_pretrained(path)
+    tok.save_pretrained(path)
+    if pooling is not None:
+        from notellm2_pl_backbones.hf_encoder import write_pooling_config
+
+        write_pooling_config(path, pooling, sizes["hidden_size"])
     return str(path)
 
 
