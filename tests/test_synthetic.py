@@ -309,3 +309,161 @@ def test_held_out_validation_clusters_are_unseen_in_training() -> None:
     assert {notes[a].cid for a, _ in plain_pairs["val"]} <= {c.cid for c in plain_clusters if c.split == "train"}
     with pytest.raises(ValueError, match="val_cluster_fraction"):
         SyntheticConfig(val_cluster_fraction=0.8)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The paraphrase preset: related notes share meaning in different words.
+
+_WORDS = re.compile(r"[a-z0-9']+")
+
+
+def _paraphrase_small(**overrides: object) -> SyntheticConfig:
+    """The paraphrase preset at 40 clusters x 6 notes (structure only: about a second)."""
+    from notellm2_pl.data.synthetic import preset_config
+
+    return preset_config("paraphrase", num_clusters=40, notes_per_cluster=6, test_pairs_per_cluster=2,
+                         train_pairs_per_cluster=6, **overrides)
+
+
+def _note_words(note: object) -> set[str]:
+    return set(_WORDS.findall(f"{note.title} {' '.join(note.topics)} {note.content}".lower()))
+
+
+def _same_cluster_pairs(notes: list, long_only: bool = False) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """(related, unrelated) index pairs over all notes (or the long ones)."""
+    import itertools
+
+    keep = [i for i, n in enumerate(notes) if not (long_only and n.is_short)]
+    related, unrelated = [], []
+    for a, b in itertools.combinations(keep, 2):
+        (related if notes[a].cid == notes[b].cid else unrelated).append((a, b))
+    return related, unrelated
+
+
+def test_paraphrase_preset_is_demo_sized() -> None:
+    """Same notes and training pairs as demo (the demo recipe's epoch), validation on held-out clusters."""
+    from notellm2_pl.data.synthetic.dataset import _build_structure
+
+    para, demo = PRESETS["paraphrase"], PRESETS["demo"]
+    assert (para.num_clusters, para.notes_per_cluster, para.image_size) == (demo.num_clusters,
+                                                                            demo.notes_per_cluster, demo.image_size)
+    assert para.paraphrase_forms >= 2 and demo.paraphrase_forms == 0 and para.val_cluster_fraction > 0
+    _, _, para_pairs, *_ = _build_structure(para)
+    assert len(para_pairs["train"]) == 2700 == demo.train_pairs_per_cluster * round(
+        demo.num_clusters * (1 - demo.test_fraction))
+
+
+def test_paraphrase_dataset_keeps_the_invariants(tmp_path: Path) -> None:
+    """Deterministic by seed, same layout, pairs inside clusters, subsets by the short flag, held-out val clusters."""
+    cfg = dataclasses.replace(_paraphrase_small(), num_clusters=16, image_size=32)
+    root, again, other = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    stats = generate(root, cfg, num_workers=0)
+    generate(again, cfg, num_workers=0)
+    generate(other, dataclasses.replace(cfg, seed=cfg.seed + 1), num_workers=0)
+    assert _hashes(root) == _hashes(again)
+    assert _hashes(other)["notes_train.csv"] != _hashes(root)["notes_train.csv"]
+    header, rows = _read(root / "notes_meta.csv")
+    assert header[-3:] == ["attributes", "note_concepts", "note_forms"]
+    meta = {r["note_id"]: r for r in rows}
+    for split in ("train", "test"):
+        assert _read(root / f"notes_{split}.csv")[0] == NOTE_HEADER
+    test, val, train = (_pairs(root, f"pairs_{s}.csv") for s in ("test", "val", "train"))
+    assert all(meta[q]["cluster_id"] == meta[t]["cluster_id"] for q, t in test + val + train)
+    assert {meta[n]["split"] for p in val for n in p} == {"val"}  # held-out clusters, in no training pair
+    assert not {n for p in val for n in p} & {n for p in train for n in p}
+    short = {n for n, r in meta.items() if r["is_short"] == "1"}
+    assert _pairs(root, "pairs_test_shortquery.csv") == [p for p in test if p[0] in short]
+    assert _pairs(root, "pairs_test_longgtdoc.csv") == [p for p in test if p[1] not in short]
+    assert stats["short_max_chars"] < stats["long_min_chars"]
+    assert "Paraphrase text" in json.loads((root / "dataset.json").read_text())["description"]["text_only"]
+
+
+def test_paraphrase_related_notes_share_a_maker_more_often_but_not_always() -> None:
+    from notellm2_pl.data.synthetic.dataset import _build_structure
+
+    clusters, notes, *_ = _build_structure(_paraphrase_small())
+    makers = {c.maker.lower() for c in clusters}
+    assert len(makers) < len(clusters)  # makers recur across clusters
+    words = [_note_words(n) for n in notes]
+    related, unrelated = _same_cluster_pairs(notes)
+    shared = [[bool(words[a] & words[b] & makers) for a, b in ps] for ps in (related, unrelated)]
+    rate_related, rate_unrelated = (sum(s) / len(s) for s in shared)
+    assert rate_related > 4 * rate_unrelated and rate_related < 0.8
+    assert rate_unrelated > 0  # not a perfect key: unrelated notes share makers too
+    for n in notes:
+        if n.mention:
+            assert n.mention == (clusters[n.cid].maker,) and n.mention[0].lower() in _note_words(n)
+
+
+def test_paraphrase_word_overlap_is_partial() -> None:
+    """Related long notes share more words than unrelated ones, clearly fewer than templated notes do."""
+    import numpy as np
+
+    from notellm2_pl.data.synthetic.dataset import _build_structure
+
+    def jaccards(cfg: SyntheticConfig) -> tuple[float, float]:
+        _, notes, *_ = _build_structure(cfg)
+        words = [_note_words(n) for n in notes]
+        return tuple(float(np.mean([len(words[a] & words[b]) / len(words[a] | words[b]) for a, b in ps]))
+                     for ps in _same_cluster_pairs(notes, long_only=True))
+
+    related, unrelated = jaccards(_paraphrase_small())
+    templated_related, templated_unrelated = jaccards(_paraphrase_small(paraphrase_forms=0))
+    assert related > unrelated + 0.015
+    assert templated_related > related + 0.03
+    assert related - unrelated < 0.6 * (templated_related - templated_unrelated)
+
+
+def test_paraphrase_forms_differ_across_related_notes() -> None:
+    from notellm2_pl.data.synthetic.dataset import _build_structure
+    from notellm2_pl.data.synthetic.lexicon import ATTRIBUTE_FORMS, CATEGORY_FORMS
+    from notellm2_pl.data.synthetic.paraphrase import assign_concepts
+
+    cfg = _paraphrase_small()
+    clusters, notes, *_ = _build_structure(cfg)
+    lexicon = assign_concepts(cfg, [dataclasses.replace(c) for c in clusters])  # same stream: the same lexicon
+    for concept, forms in lexicon.forms.items():
+        english = CATEGORY_FORMS.get(concept) or ATTRIBUTE_FORMS[concept][1]
+        assert len(set(forms)) == cfg.paraphrase_forms
+        assert sum(f in english for f in forms) == cfg.paraphrase_forms - cfg.slang_forms
+    for n in notes:
+        c = clusters[n.cid]
+        text = f"{n.title} {' '.join(n.topics)} {n.content}".lower()
+        for concept, form in zip(n.concepts, n.forms, strict=True):
+            assert concept in {c.category, *c.attributes} and form in lexicon.forms[concept]
+            assert form.lower() in text
+    related, _ = _same_cluster_pairs(notes, long_only=True)
+    same = []
+    for a, b in related:
+        fa, fb = dict(zip(notes[a].concepts, notes[a].forms)), dict(zip(notes[b].concepts, notes[b].forms))
+        same.extend(fa[k] == fb[k] for k in fa.keys() & fb.keys())
+    assert len(same) > 100
+    assert 0.1 < sum(same) / len(same) < 0.45  # about 1 / paraphrase_forms: mostly different words
+
+
+def test_paraphrase_settings_are_validated_and_do_not_touch_templated_text() -> None:
+    from notellm2_pl.data.synthetic.dataset import _build_structure
+
+    for bad in ({"paraphrase_forms": 1}, {"paraphrase_forms": 3, "slang_forms": 3},
+                {"paraphrase_forms": 7, "slang_forms": 1}):
+        with pytest.raises(ValueError, match="paraphrase_forms"):
+            SyntheticConfig(**bad)
+    # the paraphrase knobs change nothing while the text is templated
+    _, plain, *_ = _build_structure(TINY)
+    _, knobs, *_ = _build_structure(dataclasses.replace(TINY, maker_mention_prob=0.1, stray_mention_prob=0.9,
+                                                        slang_forms=0))
+    assert [(n.title, n.content, n.note_id) for n in plain] == [(n.title, n.content, n.note_id) for n in knobs]
+
+
+def test_paraphrase_lexicon_is_consistent() -> None:
+    """Every category has forms, every concept the same number of English forms, and no form names two concepts."""
+    from notellm2_pl.data.synthetic import CATEGORIES
+    from notellm2_pl.data.synthetic.config import MAX_ENGLISH_FORMS
+    from notellm2_pl.data.synthetic.lexicon import ASPECT_SENTENCES, ASPECTS, ATTRIBUTE_FORMS, CATEGORY_FORMS
+
+    assert set(CATEGORY_FORMS) == set(CATEGORIES)
+    all_forms = [*CATEGORY_FORMS.values(), *(forms for _, forms in ATTRIBUTE_FORMS.values())]
+    assert {len(forms) for forms in all_forms} == {MAX_ENGLISH_FORMS}
+    flat = [f for forms in all_forms for f in forms]
+    assert len(flat) == len(set(flat))
+    assert {aspect for aspect, _ in ATTRIBUTE_FORMS.values()} == set(ASPECTS) == set(ASPECT_SENTENCES)

@@ -24,12 +24,18 @@ Signal design:
   its cluster's corner, and badge twins copy another cluster's visual identity but put the badge in another corner.
   Only *where* the badge is separates them in the image: layout, which a pooled feature vector (and a connector
   without positions) cannot see.
+* **Paraphrase text** (opt-in, ``paraphrase_forms`` > 0, preset ``paraphrase``) replaces the product names: each
+  note is about its own item and says some of its cluster's concepts (a category and three attributes) in one of
+  several surface forms, and may name the cluster's maker, which recurs across unrelated clusters too. Related notes
+  share meaning more often than words, so TF-IDF and zero-shot encoders score well above chance and well below 1
+  (:mod:`.paraphrase`; measured figures in :mod:`.config` and docs/data.md).
 * **Training pairs** are biased towards long-long pairs (``train_long_pair_fraction``), so most training pairs
   are solvable from text alone (the docs/design.md#data regime). Test pairs are a random matching inside each test
   cluster, so the short-query/short-target subsets need the image. Train and test use disjoint clusters.
 
 Modules: :mod:`.config` (settings and presets), :mod:`.vocabulary` (identities and text templates),
-:mod:`.identities` (clusters, confusers, split), :mod:`.notes` (note text), :mod:`.pairs`, :mod:`.painting` (images)
+:mod:`.identities` (clusters, confusers, split), :mod:`.notes` (note text), :mod:`.lexicon` and :mod:`.paraphrase`
+(paraphrase text), :mod:`.pairs`, :mod:`.painting` (images)
 and :mod:`.dataset` (files on disk: :func:`generate`, :func:`ensure_dataset`). The ``synth`` command is
 :mod:`notellm2_pl.commands.synth`.
 """

@@ -36,6 +36,7 @@ from notellm2_pl.data.synthetic.identities import (
 from notellm2_pl.data.synthetic.notes import SynthNote, build_notes
 from notellm2_pl.data.synthetic.painting import RenderJob, render_all
 from notellm2_pl.data.synthetic.pairs import sample_pairs
+from notellm2_pl.data.synthetic.paraphrase import assign_concepts, build_paraphrase_notes
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ _META_COLUMNS = ("note_id", "split", "cluster_id", "is_short", "mentioned_words"
                  "product_name", "shape", "colour", "pattern", "accent", "text_family", "visual_group",
                  "visual_twin_of")
 _BADGE_COLUMNS = ("badge_corner", "badge_twin_of")
+_PARAPHRASE_COLUMNS = ("attributes", "note_concepts", "note_forms")
 
 Pairs = dict[str, list[tuple[int, int]]]
 """Pair set name -> (query index, target index) into the note list."""
@@ -91,13 +93,7 @@ def _describe(cfg: SyntheticConfig) -> dict[str, str]:
         "image_only": "Visual identity = shape x colour x pattern x accent, drawn at random position, scale and "
                       "rotation with per-note colour jitter, a gradient background, distractor shapes and noise. "
                       "The text never mentions it.",
-        "text_only": "Textual identity = a product name of two rare pseudo-words + a category. Long notes name "
-                     f"it (with probability {cfg.partial_name_prob} only one word); short notes never do.",
-        "short_notes": f"{cfg.short_text_fraction:.0%} of notes have short generic text shared by all clusters: "
-                       "only the image identifies them. The subset files use this flag (is_short), not a length "
-                       "threshold; short text is at most ~60 characters in all, long text more than 90.",
-        "confusers": "Text families share the category and one name word; visual groups share shape+colour or "
-                     "colour+pattern; visual twins copy another cluster's visual identity (text separates them).",
+        **_text_description(cfg),
         **({"badges": "Every image carries a small badge at its cluster's corner; badge twins copy another "
                       "cluster's visual identity with the badge in another corner, so only layout separates them."}
            if cfg.badge_twin_fraction > 0 else {}),
@@ -107,6 +103,35 @@ def _describe(cfg: SyntheticConfig) -> dict[str, str]:
                  else "val pairs are other pairs of train clusters; ") + "test pairs are a matching inside each "
                  "test cluster (each note in at most one pair), so the short subsets need the image.",
         "columns": "topics are tags joined by '|'; image is a path relative to this directory.",
+    }
+
+
+def _text_description(cfg: SyntheticConfig) -> dict[str, str]:
+    """The text part of :func:`_describe`: templated (product names) or paraphrase text."""
+    if not cfg.paraphrase_forms:
+        return {
+            "text_only": "Textual identity = a product name of two rare pseudo-words + a category. Long notes name "
+                         f"it (with probability {cfg.partial_name_prob} only one word); short notes never do.",
+            "short_notes": f"{cfg.short_text_fraction:.0%} of notes have short generic text shared by all clusters: "
+                           "only the image identifies them. The subset files use this flag (is_short), not a length "
+                           "threshold; short text is at most ~60 characters in all, long text more than 90.",
+            "confusers": "Text families share the category and one name word; visual groups share shape+colour or "
+                         "colour+pattern; visual twins copy another cluster's visual identity (text separates them).",
+        }
+    return {
+        "text_only": "Paraphrase text: each note names its own item (a pseudo-word no other note uses) and expresses "
+                     "some of its cluster's concepts (a category and three attributes), each in one of "
+                     f"{cfg.paraphrase_forms} surface forms ({cfg.slang_forms} of them invented slang), so related "
+                     "notes share meaning more often than words. A cluster's maker (product_name in notes_meta.csv) "
+                     f"is named by long notes with probability {cfg.maker_mention_prob}; makers recur across "
+                     f"unrelated clusters, and with probability {cfg.stray_mention_prob} a note mentions another "
+                     "maker or other concepts in passing. notes_meta.csv: attributes (the cluster's), note_concepts "
+                     "and note_forms (what the note says, in which words).",
+        "short_notes": f"{cfg.short_text_fraction:.0%} of notes have short text (a few words): the maker, one "
+                       "concept form or generic words. The subset files use this flag (is_short), not a length "
+                       "threshold (text_lengths in this file gives both ranges).",
+        "confusers": "Text families share the category and the maker; visual groups share shape+colour or "
+                     "colour+pattern; visual twins copy another cluster's visual identity.",
     }
 
 
@@ -124,7 +149,10 @@ def _build_structure(config: SyntheticConfig) -> tuple[list[Cluster], list[Synth
     forced = assign_visuals(rng_struct, config, clusters)
     if config.badge_twin_fraction > 0:
         assign_badges(config, clusters)
-    notes = build_notes(rng_text, config, clusters)
+    if config.paraphrase_forms:
+        notes = build_paraphrase_notes(rng_text, config, clusters, assign_concepts(config, clusters))
+    else:
+        notes = build_notes(rng_text, config, clusters)
     pairs = sample_pairs(rng_pairs, config, notes, frozenset(c.cid for c in clusters if c.held_out))
     return clusters, notes, pairs, forced, (int(image_entropy[0]), int(image_entropy[1]))
 
@@ -148,14 +176,18 @@ def _write_tables(root: Path, config: SyntheticConfig, clusters: list[Cluster], 
                       for n in notes if n.split == split)
         _write_csv(root / f"notes_{split}.csv", NOTE_COLUMNS, rows)
     badges = config.badge_twin_fraction > 0  # badge columns only then: other datasets keep their bytes
+    paraphrase = config.paraphrase_forms > 0  # likewise the paraphrase columns
     meta = sorted(
         (n.note_id, _meta_split(n, clusters), n.cid, int(n.is_short), " ".join(n.mention), int(n.text_identifies),
-         clusters[n.cid].category, clusters[n.cid].name, *clusters[n.cid].visual, clusters[n.cid].text_family,
-         clusters[n.cid].visual_group, clusters[n.cid].visual_twin_of,
-         *((clusters[n.cid].corner, clusters[n.cid].badge_twin_of) if badges else ()))
+         clusters[n.cid].category, clusters[n.cid].maker if paraphrase else clusters[n.cid].name,
+         *clusters[n.cid].visual, clusters[n.cid].text_family, clusters[n.cid].visual_group,
+         clusters[n.cid].visual_twin_of,
+         *((clusters[n.cid].corner, clusters[n.cid].badge_twin_of) if badges else ()),
+         *((" ".join(clusters[n.cid].attributes), " ".join(n.concepts), "|".join(n.forms)) if paraphrase else ()))
         for n in notes
     )
-    _write_csv(root / "notes_meta.csv", (*_META_COLUMNS, *(_BADGE_COLUMNS if badges else ())), meta)
+    header = (*_META_COLUMNS, *(_BADGE_COLUMNS if badges else ()), *(_PARAPHRASE_COLUMNS if paraphrase else ()))
+    _write_csv(root / "notes_meta.csv", header, meta)
     named = {**{name: pairs[name] for name in ("train", "val", "test")},
              **{f"test_{name}": ps for name, ps in subsets.items()}}
     for name, ps in named.items():

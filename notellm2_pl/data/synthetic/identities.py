@@ -34,6 +34,10 @@ class Cluster:
         corner: Badge corner 0-3 (top-left, top-right, bottom-left, bottom-right); -1: no badge.
         badge_twin_of: Cluster whose visual identity this one copies with the badge elsewhere, -1 when none.
         held_out: A train-side cluster held out for validation (its notes are in no training pair).
+        maker: Paraphrase text only: the maker (brand) its notes may name, shared with its text family and with
+            some unrelated clusters.
+        attributes: Paraphrase text only: its attribute concepts (keys of
+            :data:`~notellm2_pl.data.synthetic.lexicon.ATTRIBUTE_FORMS`), one per aspect.
     """
 
     cid: int
@@ -50,6 +54,8 @@ class Cluster:
     corner: int = -1
     badge_twin_of: int = -1
     held_out: bool = False
+    maker: str = ""
+    attributes: tuple[str, ...] = ()
 
     @property
     def visual(self) -> Visual:

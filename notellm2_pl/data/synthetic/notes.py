@@ -30,12 +30,15 @@ class SynthNote:
         cid: Its cluster.
         split: ``train`` or ``test`` (its cluster's split).
         is_short: Short generic text that does not identify the cluster.
-        mention: The product-name words its text names (empty for short notes).
+        mention: The product-name words its text names (empty for short notes); paraphrase text: the maker, when
+            the note names it.
         note_id: Its id (``n000123``), assigned in a random order.
         title: Title text.
         topics: Tags.
         content: Body text.
         text_identifies: Its text alone names exactly one cluster of its split.
+        concepts: Paraphrase text only: the concepts of its cluster that its text expresses (category first).
+        forms: Paraphrase text only: the surface forms it used for them, in the same order.
     """
 
     cid: int
@@ -47,6 +50,8 @@ class SynthNote:
     topics: list[str] = dataclasses.field(default_factory=list)
     content: str = ""
     text_identifies: bool = False
+    concepts: tuple[str, ...] = ()
+    forms: tuple[str, ...] = ()
 
 
 def build_notes(rng: np.random.Generator, cfg: SyntheticConfig, clusters: list[Cluster]) -> list[SynthNote]:
@@ -60,10 +65,7 @@ def build_notes(rng: np.random.Generator, cfg: SyntheticConfig, clusters: list[C
     Returns:
         The notes, grouped by cluster (their ids are in a random order).
     """
-    notes = [SynthNote(cid=c.cid, split=c.split) for c in clusters for _ in range(cfg.notes_per_cluster)]
-    n_short = round(cfg.short_text_fraction * len(notes))
-    for i in rng.permutation(len(notes))[:n_short]:
-        notes[int(i)].is_short = True
+    notes = new_notes(rng, cfg, clusters)
     # Which (category, word) pairs are ambiguous inside a split: used to flag notes whose text identifies them.
     index: dict[tuple[str, str, str], set[int]] = {}
     for c in clusters:
@@ -78,10 +80,33 @@ def build_notes(rng: np.random.Generator, cfg: SyntheticConfig, clusters: list[C
         note.title, note.topics, note.content = _long_text(rng, c, note.mention)
         candidates = set.intersection(*(index[(c.split, c.category, w)] for w in note.mention))
         note.text_identifies = candidates == {c.cid}
+    assign_ids(rng, notes)
+    return notes
+
+
+def new_notes(rng: np.random.Generator, cfg: SyntheticConfig, clusters: list[Cluster]) -> list[SynthNote]:
+    """``cfg.notes_per_cluster`` notes per cluster without text, ``short_text_fraction`` of them flagged short.
+
+    Args:
+        rng: The text's random stream.
+        cfg: Generator settings.
+        clusters: Clusters with their split.
+
+    Returns:
+        The notes, grouped by cluster.
+    """
+    notes = [SynthNote(cid=c.cid, split=c.split) for c in clusters for _ in range(cfg.notes_per_cluster)]
+    n_short = round(cfg.short_text_fraction * len(notes))
+    for i in rng.permutation(len(notes))[:n_short]:
+        notes[int(i)].is_short = True
+    return notes
+
+
+def assign_ids(rng: np.random.Generator, notes: list[SynthNote]) -> None:
+    """Give the notes ids (``n000123``) in a random order."""
     width = max(6, len(str(len(notes) - 1)))
     for k, i in enumerate(rng.permutation(len(notes))):
         notes[int(i)].note_id = f"n{k:0{width}d}"
-    return notes
 
 
 def _short_text(rng: np.random.Generator) -> tuple[str, list[str], str]:

@@ -4,6 +4,7 @@ and the rare pseudo-words that make up product names."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -89,9 +90,9 @@ def _pseudo_word(rng: np.random.Generator) -> str:
     return "".join(parts) + str(rng.choice(_CODAS))
 
 
-def make_words(rng: np.random.Generator, n: int) -> list[str]:
-    """``n`` distinct rare pseudo-words (4-9 letters) that never occur in the template vocabulary."""
-    reserved = _template_vocabulary()
+def make_words(rng: np.random.Generator, n: int, avoid: Iterable[str] = ()) -> list[str]:
+    """``n`` distinct rare pseudo-words (4-9 letters) that never occur in the template vocabulary nor in ``avoid``."""
+    reserved = _template_vocabulary() | set(avoid)
     out: list[str] = []
     seen: set[str] = set()
     while len(out) < n:
@@ -100,4 +101,3 @@ def make_words(rng: np.random.Generator, n: int) -> list[str]:
             seen.add(w)
             out.append(w)
     return out
-
