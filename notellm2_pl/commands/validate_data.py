@@ -12,7 +12,7 @@ from notellm2_pl.atomic import atomic_write_text
 from notellm2_pl.data.problems import DataError, LoadReport, describe, severity
 from notellm2_pl.data.prompts import TextLimits
 from notellm2_pl.data.tables import Split
-from notellm2_pl.data.validation import combined_report, validate_dataset
+from notellm2_pl.data.validation import combined_report, seen_notes, validate_dataset
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,9 @@ def _print_report(splits: dict[str, Split], total: LoadReport, max_list: int, wa
     for name, split in splits.items():
         sizes = ", ".join(f"{k} {len(v)}" for k, v in split.pairs.items())
         print(f"{name}: {len(split.notes)} notes usable; pairs: {sizes}")
+    seen = seen_notes(splits)
+    if seen is not None:  # the val_notes_seen finding, when it fires, is listed with the warnings below
+        print(f"seen in training: {seen.describe()}")
     shown: dict[str, int] = {}
     for p in total.problems:
         shown[p.code] = shown.get(p.code, 0) + 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -19,6 +18,16 @@ from notellm2_pl.data.synthetic import ensure_dataset, preset_config
 from notellm2_pl.data.tables import Note, Split, load_split
 from notellm2_pl.data.torch_datasets import NoteDataset, PairDataset, collate_notes
 from notellm2_pl.data.truncation import warn_if_truncating
+from notellm2_pl.data.val_split import (
+    SeenNotes,
+    ValSplit,
+    carve_note_disjoint,
+    draw_val_pool,
+    measure_seen,
+    pair_notes,
+    resolve_val_split,
+    validation_notice,
+)
 from notellm2_pl.data.validation import check_images
 from notellm2_pl.retrieval.pairs import derive_subsets
 
@@ -53,9 +62,10 @@ class NoteDataModule(L.LightningDataModule):
             features are deterministic).
         probe: Input probe for evaluation: ``full``, ``only_image`` or ``only_text``.
         val_pool_extra: Validation pool = the notes of the validation pairs plus this many other training notes
-            (drawn with ``seed``); recall is computed over that pool.
+            (drawn with ``seed``); recall is computed over that pool. Under a carved split (``val_split``), the
+            held-out notes plus this many train-table notes in no remaining training pair (drawn with ``val_seed``).
         predict_split: Notes embedded by ``predict``: ``test`` (the test pool) or ``train``.
-        seed: Seed of the validation-pool draw.
+        seed: Seed of the training shuffle and of the validation-pool draw of ``given`` validation.
         short_max_chars: Without subset files, a query/target is short when its raw text (title + topics +
             content, before truncation) has at most this many characters.
         long_min_chars: ... and long when it has at least this many.
@@ -73,6 +83,15 @@ class NoteDataModule(L.LightningDataModule):
             not fit (docs/data.md, "Streaming data"). Evaluation batches are those of the in-memory path; training
             takes litdata's shuffle (the same pairs per epoch, another order). None: the in-memory path.
         streaming_cache: Local folder where litdata caches the chunks of a ``streaming`` URL (None: its default).
+        val_split: Which validation pairs ``fit`` and ``validate`` use (docs/data.md#validation-on-unseen-notes):
+            ``given`` (the dataset's validation pairs), ``note_disjoint`` (hold ``val_note_fraction`` of the training
+            notes out of training, whole connected components of the training-pair graph where they fit; the pairs
+            among them are the validation pairs, and every training pair touching them is dropped) or ``auto``
+            (default): ``note_disjoint`` when the test is cold-start and the given validation pairs share notes with
+            training, else ``given``. With ``streaming``, ``auto`` keeps the given pairs.
+        val_note_fraction: Share of the training-pair notes a carved split holds out.
+        val_seed: Seed of the carved split and of its pool's extra notes (independent of ``seed``, so runs that vary
+            the data order validate on the same notes).
     """
 
     def __init__(
@@ -98,11 +117,18 @@ class NoteDataModule(L.LightningDataModule):
         synthetic: dict[str, Any] | None = None,
         streaming: str | None = None,
         streaming_cache: str | None = None,
+        val_split: ValSplit = "auto",
+        val_note_fraction: float = 0.15,
+        val_seed: int = 0,
     ) -> None:
         super().__init__()
         if not check_images and on_error == "skip":
             raise ValueError("data.on_error skip needs data.check_images true (bad images are found and skipped at "
                              "setup); set one of them back.")
+        resolve_val_split(val_split, None)  # an unknown value fails here, before any loading
+        if streaming and val_split == "note_disjoint":
+            raise ValueError("data.val_split note_disjoint needs the in-memory path (streamed training pairs are fixed "
+                             "at prepare): set --data.val_split given with data.streaming.")
         self.save_hyperparameters()
         self.limits = TextLimits(title_chars, content_chars, max_tags)
         self.processor: NoteProcessor | None = None
@@ -113,6 +139,8 @@ class NoteDataModule(L.LightningDataModule):
         self.val_pool_ids: list[str] = []
         self._val_positions: list[int] = []  # streaming: the pool's positions in the prepared train notes
         self._stream: StreamSource | None = None
+        self.val_split_used: str | None = None  # given or note_disjoint, once set up
+        self.seen_notes: SeenNotes | None = None  # validation/test notes that appear in training pairs
 
     def prepare_data(self) -> None:
         if self.hparams.synthetic is not None:
@@ -160,6 +188,7 @@ class NoteDataModule(L.LightningDataModule):
             self.attach(self.trainer.lightning_module)
         if self.stream is not None:
             if stage in ("fit", "validate"):
+                self.val_split_used = "given"
                 self.val_pairs = self.stream.pair_sets("val")[ALL_PAIRS]
                 self.val_pool_ids, self._val_positions = self.stream.val_pool(self.val_pairs,
                                                                               self.hparams.val_pool_extra,
@@ -169,15 +198,44 @@ class NoteDataModule(L.LightningDataModule):
             train = self._split("train")
             if stage == "fit":
                 warn_if_truncating(self.processor, list(train.notes.values())[:TRUNCATION_SAMPLE])
-            self.val_pairs = self._split("val").pairs[ALL_PAIRS]
-            in_val = {n for p in self.val_pairs for n in p}
-            others = sorted(set(train.notes) - in_val)
-            random.Random(self.hparams.seed).shuffle(others)
-            self.val_pool_ids = sorted(in_val) + others[: self.hparams.val_pool_extra]
+            self._setup_validation(train)
         if stage in ("test", "predict"):
             self._split(self.hparams.predict_split if stage == "predict" else "test")
         if self.report.counts:
             log.warning("Data problems found (skipped or fixed, and counted): %s", self.report.summary())
+
+    def _setup_validation(self, train: Split) -> None:
+        """Validation pairs and pool: the given ones, or a note-disjoint split carved from the training pairs
+        (``val_split``). Done once; under a carve the train split's ``all`` pairs become the pairs training keeps."""
+        if self.val_split_used is not None:
+            return
+        hp = self.hparams
+        given = self._split("val").pairs[ALL_PAIRS]
+        self.seen_notes = measure_seen(train.pairs[ALL_PAIRS], given, *self._test_ids())
+        self.val_split_used = resolve_val_split(hp.val_split, self.seen_notes)
+        carved = None
+        if self.val_split_used == "given":
+            self.val_pairs = given
+            self.val_pool_ids = draw_val_pool(pair_notes(given), train.notes, hp.val_pool_extra, hp.seed)
+        else:
+            carved = carve_note_disjoint(train.pairs[ALL_PAIRS], hp.val_note_fraction, hp.val_seed)
+            train.pairs[ALL_PAIRS] = carved.train_pairs  # every reader of the training pairs sees what training keeps
+            unseen = set(train.notes) - pair_notes(carved.train_pairs)
+            self.val_pairs = carved.val_pairs
+            self.val_pool_ids = draw_val_pool(carved.val_notes, unseen, hp.val_pool_extra, hp.val_seed)
+        notice = validation_notice(hp.val_split, self.val_split_used, self.seen_notes, carved)
+        if notice is not None:
+            log.log(*notice)
+
+    def _test_ids(self) -> tuple[list[tuple[str, str]] | None, list[str] | None]:
+        """(test pairs, test pool ids) for measuring the overlap with training; (None, None) when unreadable."""
+        split = self.splits.get("test")
+        if split is None:
+            try:  # ids only: rows are checked (and images decoded) when the test split is set up
+                split = load_split(self.hparams.root, "test", "skip")
+            except DataError:
+                return None, None
+        return split.pairs.get(ALL_PAIRS, []), list(split.notes)
 
     # ---------------------------------------------------------------------------------------------- loaders
     def _loader(self, ds: Dataset, shuffle: bool, collate_fn: Callable[[list[Any]], Any], batch_size: int,

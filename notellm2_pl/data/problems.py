@@ -32,6 +32,7 @@ PROBLEMS: dict[str, tuple[str, str]] = {
     "bad_image": ("error", "image file cannot be decoded (corrupt, truncated or not an image)"),
     "unsupported_image_mode": ("error", "image mode cannot be converted to RGB"),
     "image_converted": ("warning", "image converted to RGB (CMYK, palette, 16-bit, alpha flattened on white...)"),
+    "val_notes_seen": ("warning", "validation pairs reuse training notes while the test is cold-start"),
 }
 """Problem code -> (severity, description). ``error``: raise, or skip and count under ``on_error="skip"``.
 ``warning``: kept, fixed in a documented way, counted."""

@@ -4,6 +4,9 @@ Rows and pairs are checked by :func:`notellm2_pl.data.tables.load_split`; this m
 functions run at load time (``NoteDataModule.setup``) and in ``python -m notellm2_pl validate-data ROOT``
 (:mod:`notellm2_pl.commands.validate_data`), so what the command reports is exactly what training would do.
 
+Whole-dataset finding: ``val_notes_seen`` when the validation pairs reuse training notes while the test is cold-start
+(:func:`seen_notes`, docs/data.md#validation-on-unseen-notes); it drops nothing.
+
 Image behaviour (mode handling: :mod:`notellm2_pl.data.images`; docs/data.md has the full table): converted modes
 are counted as the ``image_converted`` warning, with the original mode. A missing file is ``missing_image``,
 undecodable bytes ``bad_image``, an unconvertible mode ``unsupported_image_mode``, and a note with no image entry
@@ -22,8 +25,9 @@ from pathlib import Path
 from notellm2_pl.data.images import decode_image
 from notellm2_pl.data.problems import DataError, LoadReport, OnError, Problem, describe, severity
 from notellm2_pl.data.prompts import TextLimits
-from notellm2_pl.data.schema import SPLITS
+from notellm2_pl.data.schema import ALL_PAIRS, SPLITS
 from notellm2_pl.data.tables import Split, load_split
+from notellm2_pl.data.val_split import SeenNotes, measure_seen
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +129,30 @@ def validate_dataset(root: str | Path, on_error: OnError = "skip", splits: Seque
         if images:
             check_images(split, on_error, workers, cache)
         out[name] = split
+    finding = seen_notes_finding(out)
+    if finding is not None:
+        out["val"].report.record(finding)
     return out
+
+
+def seen_notes(splits: dict[str, Split]) -> SeenNotes | None:
+    """How many validation and test notes appear in training pairs (None without train, val and test splits)."""
+    if not {"train", "val", "test"} <= splits.keys():
+        return None
+    test = splits["test"]
+    return measure_seen(splits["train"].pairs[ALL_PAIRS], splits["val"].pairs[ALL_PAIRS],
+                        test.pairs.get(ALL_PAIRS, []), test.notes)
+
+
+def seen_notes_finding(splits: dict[str, Split]) -> Problem | None:
+    """The ``val_notes_seen`` warning, with the numbers, when validation ranks seen notes for a cold-start test."""
+    seen = seen_notes(splits)
+    if seen is None or not seen.mismatch:
+        return None
+    where = "note_pairs_val" if splits["val"].layout == "official" else "pairs_val"
+    return Problem("val_notes_seen", where, None,
+                   f"{seen.describe()}. Training validates on a note-disjoint split carved from the training pairs "
+                   f"by default (--data.val_split auto); --data.val_split given keeps these pairs", "kept")
 
 
 def combined_report(splits: dict[str, Split]) -> LoadReport:
