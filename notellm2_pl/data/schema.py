@@ -63,6 +63,8 @@ class NoteBatch(TypedDict, total=False):
         image_keys: Feature-store key per row (``""`` where the row has none).
         pixels_skipped: Rows whose pixels were not decoded because their features are cached, ``(B,)`` bool.
         index: Position of each note in its evaluation pool, ``(B,)`` (evaluation loaders only).
+        num_negatives: Mined hard negatives at the end of a training batch (``[queries; targets; negatives]``);
+            absent: none.
     """
 
     input_ids: torch.Tensor
@@ -75,4 +77,5 @@ class NoteBatch(TypedDict, total=False):
     image_keys: list[str | None]
     pixels_skipped: torch.Tensor
     index: torch.Tensor
+    num_negatives: int
 

@@ -27,6 +27,8 @@ def contrastive_loss(
     logit_scale: torch.Tensor,
     local_ids: torch.Tensor | None = None,
     candidate_ids: torch.Tensor | None = None,
+    negatives: torch.Tensor | None = None,
+    negative_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Symmetric in-batch InfoNCE of the local rows against every candidate column.
 
@@ -42,6 +44,11 @@ def contrastive_loss(
         logit_scale: Multiplier of the cosine similarities (``exp(tau)``), a scalar tensor.
         local_ids: Optional int64 note ids ``(b,)`` for same-note masking (anchor and positive copies).
         candidate_ids: Optional int64 note ids ``(N,)``.
+        negatives: Optional L2-normalised extra negatives ``(M, d)`` (mined hard negatives,
+            docs/method.md#hard-negatives): ``M`` more columns of every local row, never anchors. None or ``M = 0``:
+            the plain in-batch loss, computed exactly as without the argument.
+        negative_ids: Optional int64 note ids ``(M,)``: with ids, an extra negative that is the anchor's note or its
+            positive's note is masked like any other copy.
 
     Returns:
         Mean cross-entropy over the local rows (fp32).
@@ -57,9 +64,24 @@ def contrastive_loss(
         same = (local_ids[:, None] == candidate_ids[None, :]) | (positive_ids[:, None] == candidate_ids[None, :])
         same[rows, labels] = False  # (b, N)
         masked |= same
+    if negatives is not None and negatives.shape[0]:
+        logits, masked = _with_negatives(local, logits, masked, negatives, labels, local_ids, candidate_ids,
+                                         negative_ids)
     # scale first: -inf * d(scale) in the backward would be NaN
     logits = (logits * logit_scale.float()).masked_fill(masked, float("-inf"))
     return F.cross_entropy(logits, labels)
+
+
+def _with_negatives(local: torch.Tensor, logits: torch.Tensor, masked: torch.Tensor, negatives: torch.Tensor,
+                    labels: torch.Tensor, local_ids: torch.Tensor | None, candidate_ids: torch.Tensor | None,
+                    negative_ids: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``logits``/``masked`` ``(b, N)`` extended by the extra negatives' columns ``(b, N + M)``."""
+    extra = local.float() @ negatives.float().T  # (b, M)
+    extra_masked = torch.zeros_like(extra, dtype=torch.bool)
+    if local_ids is not None and candidate_ids is not None and negative_ids is not None:
+        positive_ids = candidate_ids[labels]  # (b,)
+        extra_masked = (local_ids[:, None] == negative_ids[None, :]) | (positive_ids[:, None] == negative_ids[None, :])
+    return torch.cat([logits, extra], dim=1), torch.cat([masked, extra_masked], dim=1)
 
 
 def micl_loss(loss_multimodal: torch.Tensor, loss_visual: torch.Tensor, weights: tuple[float, float]) -> torch.Tensor:

@@ -164,7 +164,8 @@ def grad_cache_backward(
     e_v = cached.e_v.detach().requires_grad_(True) if cached.e_v is not None else None
     tau = module.tau.detach().requires_grad_(module.tau.requires_grad)
     out = _Out(e_m, e_v, cached.gate)
-    loss, parts = module.loss_from_output(out, batch["note_hash"], logit_scale=tau.exp())
+    loss, parts = module.loss_from_output(out, batch["note_hash"], logit_scale=tau.exp(),
+                                          negatives=batch.get("num_negatives", 0))
     leaves = [x for x in (e_m, e_v, tau) if x is not None and x.requires_grad]
     grads = dict(zip([id(x) for x in leaves], torch.autograd.grad(loss, leaves)))
     g_m, g_v = grads[id(e_m)], grads.get(id(e_v)) if e_v is not None else None
