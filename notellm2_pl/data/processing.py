@@ -18,7 +18,7 @@ from notellm2_pl.data.prompts import TextLimits, clean_fields, render, suffix
 from notellm2_pl.data.schema import NoteBatch, Probe
 from notellm2_pl.data.tables import Note
 from notellm2_pl.model.feature_cache import FeatureStore, image_file_key
-from notellm2_pl.plugins.contract import ImageConfig
+from notellm2_pl.plugins.contract import ImageConfig, decoder_special_ids
 
 
 @dataclass
@@ -35,6 +35,8 @@ class NoteFormat:
         marker_id: The mICL marker token id (``variant == "micl"``), else None.
         feature_store: On-disk store of the frozen tower's features: images whose features it holds are not
             decoded (:mod:`notellm2_pl.model.feature_cache`). None: always decode.
+        frame: Special token ids put before and after every sequence (the LLM's ``special_ids()``: BOS for Llama,
+            ``[CLS]`` ... ``[SEP]`` for BERT). None: a decoder's (BOS where the tokenizer prepends one, nothing after).
     """
 
     tokenizer: Any
@@ -45,6 +47,7 @@ class NoteFormat:
     image_close_ids: list[int]
     marker_id: int | None
     feature_store: FeatureStore | None = None
+    frame: tuple[list[int], list[int]] | None = None
 
 
 def note_hash(note_id: str) -> int:
@@ -71,7 +74,7 @@ class NoteProcessor:
         self.probe = probe
         tok = fmt.tokenizer
         self._suffix_ids = tok(suffix(fmt.preset), add_special_tokens=False)["input_ids"]
-        self._bos = [tok.bos_token_id] if _adds_bos(tok) else []
+        self._open_ids, self._close_ids = fmt.frame if fmt.frame is not None else decoder_special_ids(tok)
         self._eval_tf = build_image_transform(fmt.image_config) if fmt.image_config else None
         self._train_tf = build_image_transform(fmt.image_config, train_flip) if fmt.image_config else None
 
@@ -81,9 +84,13 @@ class NoteProcessor:
         return self.fmt.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
     def tokenize(self, note: Note) -> tuple[list[int], int, int]:
-        """Token ids of one note with the image slot and marker positions (-1 when absent)."""
+        """Token ids of one note with the image slot and marker positions (-1 when absent).
+
+        The templated note is cut to ``max_tokens``; the suffix and the LLM's closing ids (``[SEP]`` for BERT, none
+        for a decoder) follow, never cut.
+        """
         ids, image_pos, marker_pos = self.prompt_ids(note)
-        return ids[: self.max_tokens] + self._suffix_ids, image_pos, marker_pos
+        return ids[: self.max_tokens] + self._suffix_ids + list(self._close_ids), image_pos, marker_pos
 
     def prompt_ids(self, note: Note) -> tuple[list[int], int, int]:
         """The templated note before the ``max_tokens`` cut (no suffix), with the image slot and marker positions.
@@ -94,7 +101,7 @@ class NoteProcessor:
         title, tags, content = clean_fields(note.title, note.topics, note.content, self.limits, self.fmt.preset)
         if self.probe == "only_image":
             title = tags = content = ""
-        ids, image_pos, marker_pos = list(self._bos), -1, -1
+        ids, image_pos, marker_pos = list(self._open_ids), -1, -1
         for seg in render(self.fmt.variant, title, tags, content, self.fmt.preset):
             if seg.kind == "image":
                 ids += self.fmt.image_open_ids
@@ -143,14 +150,6 @@ def _file_key(path: str, cfg: ImageConfig) -> str:
         return ""
 
 
-def _adds_bos(tok: Any) -> bool:
-    """Whether the tokenizer's own convention prepends BOS (Llama does, Qwen does not)."""
-    if tok.bos_token_id is None:
-        return False
-    probe = tok("a", add_special_tokens=True)["input_ids"]
-    return len(probe) > 0 and probe[0] == tok.bos_token_id
-
-
 def collate(items: list[dict[str, Any]]) -> NoteBatch:
     """Right-pad a list of processed notes into a batch.
 
@@ -183,6 +182,14 @@ def collate(items: list[dict[str, Any]]) -> NoteBatch:
     return batch
 
 
-def collate_pairs(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> NoteBatch:
-    """Pairs -> one batch of 2B notes laid out as ``[queries..., targets...]`` (docs/method.md#contrastive-loss)."""
-    return collate([q for q, _ in pairs] + [t for _, t in pairs])
+def collate_pairs(pairs: list[tuple[Any, ...]]) -> NoteBatch:
+    """Pairs -> one batch of 2B notes laid out as ``[queries..., targets...]`` (docs/method.md#contrastive-loss).
+
+    Items ``(query, target, [negatives])`` (hard negatives, docs/method.md#hard-negatives) append their M negatives
+    after the targets, ``[queries; targets; negatives]``, and set ``num_negatives`` to M when there are any.
+    """
+    negatives = [n for p in pairs for n in (p[2] if len(p) > 2 else ())]
+    batch = collate([p[0] for p in pairs] + [p[1] for p in pairs] + negatives)
+    if negatives:
+        batch["num_negatives"] = len(negatives)
+    return batch

@@ -4,6 +4,12 @@ Positions are tracked during splicing (the original lost them: docs/method.md#de
 each row's visual tokens are inserted at its own ``image_pos``; every text position ``j`` moves to
 ``j + Q * (j >= image_pos)``; the multimodal read-out is the last non-pad token and the mICL read-out the token just
 before the marker, both shifted the same way.
+
+The read-outs are the backbone's own pooling (``LLMBackbone.pool``) over two spans of the spliced sequence: the whole
+note for ``e_m``, the image block up to the marker for ``e_v``. A decoder pools the span's last token, and its states
+over the image block ignore what follows, so one pass yields both. A bidirectional encoder pools mean or CLS and runs
+the closed image block through a pass of its own, so that ``e_v`` never sees the note's text
+(docs/method.md#text-encoders-in-the-llm-slot).
 """
 
 from __future__ import annotations
@@ -32,8 +38,10 @@ class EncoderOutput:
     Attributes:
         e_m: L2-normalised multimodal embedding ``(B, d)``, fp32.
         e_v: L2-normalised visual (mICL) embedding ``(B, d)`` or None.
-        last_pos: Spliced index of the multimodal read-out token ``(B,)``.
-        pos_v: Spliced index of the mICL read-out token ``(B,)`` (-1 without mICL).
+        last_pos: Spliced index of the last non-pad token ``(B,)``: the multimodal read-out token of a decoder (an
+            encoder pools over every token up to it).
+        pos_v: Spliced index of the last token of the mICL image block ``(B,)``, the one just before the marker: a
+            decoder's visual read-out token (-1 without mICL).
         image_span: ``(start, end)`` spliced indices of the visual tokens ``(B, 2)`` (end exclusive).
         gate: Late-fusion gate values for ``e_m`` ``(B, H)`` or None.
         attentions: Per-layer attention probabilities when requested.
@@ -66,6 +74,30 @@ def splice(text: torch.Tensor, mask: torch.Tensor, image_pos: torch.Tensor,
 def shift(pos: torch.Tensor, image_pos: torch.Tensor, q: int) -> torch.Tensor:
     """Map unspliced token indices to spliced ones."""
     return pos + q * (pos >= image_pos).long() * (image_pos >= 0).long()
+
+
+def span_mask(end: torch.Tensor, length: int) -> torch.Tensor:
+    """0/1 mask ``(B, length)`` of the spans ``[0, end)``, one per row."""
+    return (torch.arange(length, device=end.device)[None, :] < end[:, None]).long()  # (B, length)
+
+
+def close_prefix(embeds: torch.Tensor, end: torch.Tensor, close: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cut each row of ``embeds (B, T, H)`` to ``[0, end)`` and append ``close (C, H)`` right after it.
+
+    Returns:
+        ``(embeds, mask)``: ``(B, max(end) + C, H)`` and its 0/1 mask, right-padded with zero vectors (nothing of
+        a row beyond its ``end`` survives, masked or not).
+    """
+    b, length, h = embeds.shape
+    c = close.shape[0]
+    width = int(end.max()) + c
+    x = F.pad(embeds, (0, 0, 0, max(0, width - length)))[:, :width]  # (B, W, H)
+    mask = span_mask(end + c, width)  # (B, W)
+    x = x * span_mask(end, width)[..., None].to(x.dtype)
+    if c:
+        pos = end[:, None] + torch.arange(c, device=end.device)[None, :]  # (B, C)
+        x = x.scatter(1, pos[..., None].expand(-1, -1, h), close[None].expand(b, -1, -1).to(x.dtype))
+    return x, mask
 
 
 class NoteEncoder(nn.Module):
@@ -102,6 +134,7 @@ class NoteEncoder(nn.Module):
         if config.embed_dim:
             nn.init.normal_(self.head.weight, std=0.02)
         self._token_ids = self._ensure_tokens()
+        self._frame = llm.special_ids()
 
     @property
     def micl(self) -> bool:
@@ -167,6 +200,7 @@ class NoteEncoder(nn.Module):
             image_close_ids=self._token_ids["close"],
             marker_id=self._token_ids["marker"][0] if self._token_ids["marker"] else None,
             feature_store=self.feature_cache.store(self.vision) if self.feature_cache is not None else None,
+            frame=self._frame,
         )
 
     def forward(self, batch: NoteBatch, output_attentions: bool = False) -> EncoderOutput:
@@ -186,16 +220,35 @@ class NoteEncoder(nn.Module):
                 q = visual.shape[1]
                 text, mask = splice(text, mask, image_pos, visual)  # (B, L+Q, H)
         out = self.llm(text, mask, output_attentions=output_attentions)
-        rows = torch.arange(ids.shape[0], device=ids.device)  # (B,)
         last_pos = shift(batch["attention_mask"].sum(1) - 1, image_pos, q)
-        e_m, z = self._embed(out.hidden[rows, last_pos], pooled)
+        e_m, z = self._embed(self.llm.pool(out.hidden, mask), pooled)
         pos_v = torch.full_like(last_pos, -1)
         e_v = None
         if self.micl:
             pos_v = shift(batch["marker_pos"] - 1, image_pos, q)
-            e_v, _ = self._embed(out.hidden[rows, pos_v], pooled)
+            e_v, _ = self._embed(self._visual_state(text, out.hidden, pos_v + 1), pooled)
         span = torch.stack([image_pos, image_pos + q], dim=1) if q else torch.full((ids.shape[0], 2), -1)
         return EncoderOutput(e_m, e_v, last_pos, pos_v, span.to(ids.device), z, out.attentions)
+
+    def _visual_state(self, embeds: torch.Tensor, hidden: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
+        """``h_v``: the backbone's pooling of the image block, the spliced span ``[0, end)`` before the marker.
+
+        Args:
+            embeds: The spliced input embeddings ``(B, T, H)``.
+            hidden: The LLM's states over them ``(B, T, H)``.
+            end: Per row, the spliced marker position ``(B,)``.
+
+        Returns:
+            ``(B, H)``. A causal backbone without closing ids reads it from ``hidden`` (its states over the block
+            ignore the text after it); any other runs the block, closed by its closing ids, through a pass of its
+            own, so the text cannot reach ``h_v``.
+        """
+        close_ids = self._frame[1]
+        if self.llm.is_causal and not close_ids:
+            return self.llm.pool(hidden, span_mask(end, hidden.shape[1]))
+        close = self.llm.embed_tokens(torch.tensor([close_ids], device=embeds.device))[0]  # (C, H)
+        x, mask = close_prefix(embeds, end, close)  # (B, W, H), (B, W)
+        return self.llm.pool(self.llm(x, mask).hidden, mask)
 
     def _embed(self, h: torch.Tensor, pooled: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         z = None

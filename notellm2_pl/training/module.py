@@ -21,8 +21,10 @@ from notellm2_pl.model.losses import contrastive_loss, micl_loss, pair_set_loss
 from notellm2_pl.plugins.contract import LLMBackbone, VisionEncoder
 from notellm2_pl.retrieval.recall import evaluate_pairs, evaluate_subsets
 from notellm2_pl.retrieval.results import format_table
+from notellm2_pl.retrieval.spread import embedding_spread
 from notellm2_pl.training.fusion_scale import choose_scale, fusion_scale, gate_states
 from notellm2_pl.training.gradcache import grad_cache_training_step
+from notellm2_pl.training.hard_negatives import HardNegativeConfig, HardNegativeMiner
 from notellm2_pl.training.hparams import migrate_checkpoint_file, migrate_hparams
 from notellm2_pl.training.optim import is_no_decay, lr_lambda
 
@@ -91,6 +93,9 @@ class NoteLLM2Module(L.LightningModule):
             shapes: fuses the norms, rotary and activations around the matmuls. True: the ``inductor`` backend
             (on CPU it needs a C++ compiler, ``g++``); a string names another backend. The first steps pay the
             compilation (83 s for the demo LLM on 2 shared CPU cores); checkpoints are unchanged.
+        hard_negatives: Hard negatives mined from the model's own index after a warm-up
+            (:class:`~notellm2_pl.training.hard_negatives.HardNegativeConfig`, set as ``model.hard_negatives.<field>``;
+            off unless ``start_step`` is set; docs/method.md#hard-negatives).
     """
 
     def __init__(
@@ -117,9 +122,12 @@ class NoteLLM2Module(L.LightningModule):
         grad_cache_chunk: int | None = None,
         manual_clip_val: float | None = 1.0,
         compile_llm: bool | str = False,
+        hard_negatives: HardNegativeConfig = HardNegativeConfig(),  # noqa: B008 - frozen
     ) -> None:
         super().__init__()
         config = EncoderConfig.from_value(encoder)  # a dict when loaded from checkpoint hyperparameters
+        self.hard_negatives = HardNegativeConfig.from_value(hard_negatives)
+        hard_negatives = self.hard_negatives.to_dict()  # plain hyperparameters, as for the encoder
         # save_hyperparameters reads this frame's locals: store the encoder settings as a plain dict, so checkpoints
         # stay loadable with torch.load(weights_only=True)
         encoder = config.to_dict()
@@ -190,10 +198,17 @@ class NoteLLM2Module(L.LightningModule):
         """Keep the frozen tower in eval mode."""
         self._set_frozen_parts_eval()  # in case anything called .train() on the whole module since
 
+    def configure_callbacks(self) -> list[L.Callback]:
+        """The hard-negative miner when ``model.hard_negatives.start_step`` is set."""
+        return [HardNegativeMiner(self.hard_negatives)] if self.hard_negatives.enabled else []
+
     # ------------------------------------------------------------------------------------------------ loss
     def _gathered_loss(self, emb: torch.Tensor, ids: torch.Tensor,
-                       logit_scale: torch.Tensor | None = None) -> torch.Tensor:
-        """Contrastive loss of the local rows against the global batch, gathered with gradients."""
+                       logit_scale: torch.Tensor | None = None, negatives: int = 0) -> torch.Tensor:
+        """Contrastive loss of the local rows against the global batch, gathered with gradients; the last
+        ``negatives`` rows are this rank's mined hard negatives (extra columns of its anchors, never gathered)."""
+        n = emb.shape[0] - negatives
+        emb, neg, ids, neg_ids = emb[:n], emb[n:], ids[:n], ids[n:]  # (2B, d), (M, d), (2B,), (M,)
         if self._trainer is not None and self._trainer.world_size > 1:
             all_emb = self.all_gather(emb, sync_grads=True).flatten(0, 1)  # (W*b, d)
             all_ids = self.all_gather(ids).flatten(0, 1)  # (W*b,)
@@ -203,22 +218,27 @@ class NoteLLM2Module(L.LightningModule):
         use_ids = self.hparams.mask_same_id
         scale = self.tau.exp() if logit_scale is None else logit_scale
         return contrastive_loss(emb, all_emb, offset, scale, ids if use_ids else None,
-                                all_ids if use_ids else None)
+                                all_ids if use_ids else None, neg if negatives else None,
+                                neg_ids if use_ids and negatives else None)
 
     def compute_loss(self, batch: NoteBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Total loss and its parts for one batch of pairs laid out as ``[queries; targets]``."""
-        return self.loss_from_output(self(batch), batch["note_hash"])
+        """Total loss and its parts for one batch laid out as ``[queries; targets]`` (then any mined negatives)."""
+        return self.loss_from_output(self(batch), batch["note_hash"], negatives=batch.get("num_negatives", 0))
 
-    def loss_from_output(self, out: Embeddings, ids: torch.Tensor,
-                         logit_scale: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Loss and parts from the embeddings (``out.e_m``, ``out.e_v``, ``out.gate``); GradCache reuses this."""
-        loss_m = self._gathered_loss(out.e_m, ids, logit_scale)
+    def loss_from_output(self, out: Embeddings, ids: torch.Tensor, logit_scale: torch.Tensor | None = None,
+                         negatives: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Loss and parts from the embeddings (``out.e_m``, ``out.e_v``, ``out.gate``); GradCache reuses this.
+
+        The last ``negatives`` rows are mined hard negatives (``[queries; targets; negatives]``), for ``e_m`` and
+        ``e_v`` alike.
+        """
+        loss_m = self._gathered_loss(out.e_m, ids, logit_scale, negatives)
         parts = {"loss_m": loss_m}
         if out.gate is not None:  # mean late-fusion weight on the LLM state (1 - gate_mean goes to the image)
             parts["gate_mean"] = out.gate.detach().mean()
         if out.e_v is None:
             return loss_m, parts
-        parts["loss_v"] = self._gathered_loss(out.e_v, ids, logit_scale)
+        parts["loss_v"] = self._gathered_loss(out.e_v, ids, logit_scale, negatives)
         return micl_loss(loss_m, parts["loss_v"], tuple(self.hparams.loss_weights)), parts
 
     def training_step(self, batch: NoteBatch, batch_idx: int) -> torch.Tensor:
@@ -234,16 +254,14 @@ class NoteLLM2Module(L.LightningModule):
 
     # ------------------------------------------------------------------------------------------------ eval
     def validation_step(self, batch: NoteBatch, batch_idx: int) -> None:
-        """Collect ``e_m`` (and ``e_v``) with the full gate, and ``e_m`` at each other candidate fusion scale (one
-        forward: the gate's input state and mix are kept and re-mixed, only the head runs again)."""
+        """Collect ``e_m`` (and ``e_v``) with the full gate, and at each other candidate fusion scale (one forward:
+        the gate's input states and mixes are kept and re-mixed, only the head runs again)."""
         gate, scales = self.encoder.gate, self._scale_candidates()
         with fusion_scale(gate, 1.0), gate_states(gate if scales else None) as states:
             self._collect_step(batch)
-        if scales:
-            h, g = states[0]  # the e_m read-out's call (the first of the forward)
-            for scale in scales:
-                e_m = self.encoder.project(gate.at_scale(h, g, scale)).detach()[:, None]  # (B, 1, d)
-                self._scaled_outputs.setdefault(scale, []).append((e_m, batch["index"]))
+        for scale in scales:  # states: the e_m read-out's gate call, then e_v's under mICL
+            emb = torch.stack([self.encoder.project(gate.at_scale(h, g, scale)) for h, g in states], dim=1)
+            self._scaled_outputs.setdefault(scale, []).append((emb.detach(), batch["index"]))  # (B, 1 or 2, d)
 
     def _collect_step(self, batch: NoteBatch) -> None:
         out = self(batch)
@@ -263,21 +281,45 @@ class NoteLLM2Module(L.LightningModule):
         if dm.val_pairs:
             metrics["val/loss"] = float(self._val_loss(emb, idx, dm.val_pool_ids, dm.val_pairs, dm.hparams.batch_size))
         if self.encoder.config.fusion_scales:
-            metrics = self._choose_fusion_scale(metrics, dm.val_pool_ids, dm.val_pairs)
+            metrics, emb, idx = self._choose_fusion_scale(metrics, (emb, idx), dm.val_pool_ids, dm.val_pairs)
+        metrics.update(self._spread_metrics(emb, idx, dm.val_pool_ids))
         self.log_dict(metrics, sync_dist=False, rank_zero_only=False)
 
-    def _choose_fusion_scale(self, full_gate: dict[str, float], pool_ids: list[str], pairs: list) -> dict[str, float]:
-        """Score every candidate scale, store the winner in the gate; ``val/recall`` becomes the winner's."""
+    def _choose_fusion_scale(self, full_gate: dict[str, float], full_emb: tuple[torch.Tensor, torch.Tensor],
+                             pool_ids: list[str], pairs: list) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
+        """Score every candidate scale, store the winner in the gate; ``val/recall`` becomes the winner's.
+
+        Returns:
+            The metrics, and the winner's collected embeddings ``(P, 1 or 2, d)`` with their pool positions ``(P,)``.
+        """
         by_scale = {1.0: full_gate} if 1.0 in self.encoder.config.fusion_scales else {}
+        collected = {1.0: full_emb}
         for scale, outputs in self._scaled_outputs.items():
-            emb, idx = self._collect_outputs(outputs)
-            by_scale[scale] = self._recall(emb[:, 0], idx, pool_ids, pairs)
+            collected[scale] = self._collect_outputs(outputs)
+            by_scale[scale] = self._recall(collected[scale][0][:, 0], collected[scale][1], pool_ids, pairs)
         self._scaled_outputs.clear()
         best = choose_scale({s: m["val/recall"] for s, m in by_scale.items()})
         self.encoder.gate.inference_scale.fill_(best)
         at_scale = {f"val/recall_at_scale/{s:g}": m["val/recall"] for s, m in by_scale.items()}
-        return {**full_gate, **by_scale[best], **at_scale, "val/fusion_scale": best,
-                "val/recall_full_gate": full_gate["val/recall"]}
+        metrics = {**full_gate, **by_scale[best], **at_scale, "val/fusion_scale": best,
+                   "val/recall_full_gate": full_gate["val/recall"]}
+        return (metrics, *collected[best])
+
+    def _spread_metrics(self, emb: torch.Tensor, idx: torch.Tensor, pool_ids: list[str]) -> dict[str, float]:
+        """``val/spread/<key>`` and ``val/effective_rank/<key>`` of the validation pool's ``e_m`` (and ``e_v``), as the
+        model embeds them (at the chosen fusion scale); a collapsed set gets a WARNING naming the key
+        (docs/method.md#collapsed-embeddings)."""
+        _, mat = self._dedupe(emb, idx, pool_ids)  # (N, 1 or 2, d)
+        metrics = {}
+        for k, key in enumerate(("e_m", "e_v")[: mat.shape[1]]):
+            spread = embedding_spread(mat[:, k])
+            metrics[f"val/spread/{key}"] = spread.spread
+            metrics[f"val/effective_rank/{key}"] = spread.effective_rank
+            if spread.collapsed and self.trainer.is_global_zero:
+                log.warning("Validation at step %d: %s. Every validation note gets nearly the same %s, so its scores "
+                            "tie and its Recall@K means nothing (docs/method.md#collapsed-embeddings).",
+                            self.global_step, spread.line(key), key)
+        return metrics
 
     def test_step(self, batch: NoteBatch, batch_idx: int) -> None:
         """Collect ``e_m`` (and ``e_v``) as the model embeds (the gate at its stored inference scale)."""
