@@ -19,6 +19,7 @@ Everything here is a pure function of an array.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -103,3 +104,24 @@ def embedding_spread(emb: Any, sample: int = SAMPLE_ROWS) -> Spread:
     else:
         eff_rank = 0.0 if n > 1 else float("nan")  # no variation at all
     return Spread(n, spread, mean_cos, eff_rank, float(u.std(axis=0).mean()))
+
+
+def spread_metrics(sets: Mapping[str, Any], prefix: str = "val") -> tuple[dict[str, float], list[str]]:
+    """Scalars of several embedding sets, for a logger, and the report lines of the collapsed ones.
+
+    Args:
+        sets: ``{key: (N, d) embeddings}`` (e.g. ``e_m``, ``e_v``).
+        prefix: Scalar name prefix.
+
+    Returns:
+        ``({prefix/spread/key: ..., prefix/effective_rank/key: ...}, [Spread.line(key) of each collapsed set])``.
+    """
+    metrics: dict[str, float] = {}
+    collapsed: list[str] = []
+    for key, emb in sets.items():
+        sp = embedding_spread(emb)
+        metrics[f"{prefix}/spread/{key}"] = sp.spread
+        metrics[f"{prefix}/effective_rank/{key}"] = sp.effective_rank
+        if sp.collapsed:
+            collapsed.append(sp.line(key))
+    return metrics, collapsed

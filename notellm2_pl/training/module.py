@@ -14,19 +14,19 @@ from lightning.pytorch.accelerators import CPUAccelerator
 from torch import nn
 
 from notellm2_pl.data.processing import NoteFormat
-from notellm2_pl.data.schema import NoteBatch
+from notellm2_pl.data.schema import EMBEDDING_KEYS, NoteBatch
 from notellm2_pl.model.config import EncoderConfig
 from notellm2_pl.model.encoder import ConnectorFactory, EncoderOutput, NoteEncoder
 from notellm2_pl.model.losses import contrastive_loss, micl_loss, pair_set_loss
 from notellm2_pl.plugins.contract import LLMBackbone, VisionEncoder
 from notellm2_pl.retrieval.recall import evaluate_pairs, evaluate_subsets
 from notellm2_pl.retrieval.results import format_table
-from notellm2_pl.retrieval.spread import embedding_spread
+from notellm2_pl.retrieval.spread import spread_metrics
 from notellm2_pl.training.fusion_scale import choose_scale, fusion_scale, gate_states
 from notellm2_pl.training.gradcache import grad_cache_training_step
 from notellm2_pl.training.hard_negatives import HardNegativeConfig, HardNegativeMiner
 from notellm2_pl.training.hparams import migrate_checkpoint_file, migrate_hparams
-from notellm2_pl.training.optim import is_no_decay, lr_lambda
+from notellm2_pl.training.optim import lr_lambda, param_groups
 
 log = logging.getLogger(__name__)
 
@@ -306,19 +306,13 @@ class NoteLLM2Module(L.LightningModule):
         return (metrics, *collected[best])
 
     def _spread_metrics(self, emb: torch.Tensor, idx: torch.Tensor, pool_ids: list[str]) -> dict[str, float]:
-        """``val/spread/<key>`` and ``val/effective_rank/<key>`` of the validation pool's ``e_m`` (and ``e_v``), as the
-        model embeds them (at the chosen fusion scale); a collapsed set gets a WARNING naming the key
-        (docs/method.md#collapsed-embeddings)."""
+        """``val/spread/<key>`` and ``val/effective_rank/<key>`` of the validation pool as the model embeds it (at the
+        chosen fusion scale); a collapsed set gets a WARNING naming the key (docs/method.md#collapsed-embeddings)."""
         _, mat = self._dedupe(emb, idx, pool_ids)  # (N, 1 or 2, d)
-        metrics = {}
-        for k, key in enumerate(("e_m", "e_v")[: mat.shape[1]]):
-            spread = embedding_spread(mat[:, k])
-            metrics[f"val/spread/{key}"] = spread.spread
-            metrics[f"val/effective_rank/{key}"] = spread.effective_rank
-            if spread.collapsed and self.trainer.is_global_zero:
-                log.warning("Validation at step %d: %s. Every validation note gets nearly the same %s, so its scores "
-                            "tie and its Recall@K means nothing (docs/method.md#collapsed-embeddings).",
-                            self.global_step, spread.line(key), key)
+        metrics, collapsed = spread_metrics({key: mat[:, k] for k, key in enumerate(EMBEDDING_KEYS[: mat.shape[1]])})
+        for line in collapsed if self.trainer.is_global_zero else []:
+            log.warning("Validation at step %d: %s: its scores tie and its Recall@K means nothing "
+                        "(docs/method.md#collapsed-embeddings).", self.global_step, line)
         return metrics
 
     def test_step(self, batch: NoteBatch, batch_idx: int) -> None:
@@ -356,15 +350,9 @@ class NoteLLM2Module(L.LightningModule):
 
     def _val_loss(self, emb: torch.Tensor, idx: torch.Tensor, pool_ids: list[str], pairs: list[tuple[str, str]],
                   batch_pairs: int) -> torch.Tensor:
-        """The training objective on the validation pairs, in chunks of ``batch_pairs`` (the training batch size).
-
-        Args:
-            emb: Collected embeddings ``(P, 1 or 2, d)``: ``e_m`` and, under mICL, ``e_v``.
-            idx: Pool position of each row ``(P,)`` (a note's identity, for same-note masking).
-            pool_ids: Note id at each pool position.
-            pairs: Validation pairs of note ids.
-            batch_pairs: Pairs per chunk.
-        """
+        """The training objective on the validation ``pairs`` in chunks of ``batch_pairs`` (the training batch size),
+        from the collected ``emb`` ``(P, 1 or 2, d)`` (``e_m``, ``e_v``) at pool positions ``idx`` ``(P,)`` (a note's
+        identity, for same-note masking) of ``pool_ids``."""
         first_row: dict[str, int] = {}
         for row, i in enumerate(idx.tolist()):
             first_row.setdefault(pool_ids[i], row)
@@ -393,18 +381,10 @@ class NoteLLM2Module(L.LightningModule):
 
     # ------------------------------------------------------------------------------------------------ optim
     def param_groups(self) -> list[dict[str, Any]]:
-        """AdamW groups: (pretrained | new parts) x (decay | no decay)."""
+        """AdamW groups: (pretrained | new parts) x (decay | no decay) (:func:`.optim.param_groups`)."""
         hp = self.hparams
-        lr_new = hp.lr_new if hp.lr_new is not None else hp.lr
-        groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
-        for name, p in self.named_parameters():
-            if not p.requires_grad:
-                continue
-            pretrained = name.startswith(("encoder.llm.", "encoder.vision."))
-            no_decay = hp.no_decay_norm_bias_tau and is_no_decay(name, p)  # tau is a scalar: no decay
-            groups.setdefault((pretrained, no_decay), []).append(p)
-        return [{"params": ps, "lr": hp.lr if pre else lr_new, "weight_decay": 0.0 if nd else hp.weight_decay}
-                for (pre, nd), ps in groups.items()]
+        return param_groups(self.named_parameters(), hp.lr, hp.lr if hp.lr_new is None else hp.lr_new,
+                            hp.weight_decay, hp.no_decay_norm_bias_tau)
 
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW over :meth:`param_groups`, with the warmup-then-linear-decay schedule stepped every step."""
