@@ -23,7 +23,8 @@ from notellm2_pl.data.streaming.prepare import PrepareOptions, prepare
 from notellm2_pl.data.streaming.source import StreamSource
 from notellm2_pl.data.torch_datasets import PairDataset
 
-DM_ARGS = {"batch_size": 4, "eval_batch_size": 8, "max_tokens": 64, "seed": 7}
+# The given validation on both sides: a carved one (val_split auto) is refused for streaming data.
+DM_ARGS = {"batch_size": 4, "eval_batch_size": 8, "max_tokens": 64, "seed": 7, "val_split": "given"}
 
 
 @pytest.fixture(scope="module")
