@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
+
+_C = TypeVar("_C")
 
 PROMPT_PRESETS = ("en", "zh")
 SPLICE_MODES = ("insert", "replace")
@@ -83,15 +85,7 @@ class EncoderConfig:
     @classmethod
     def from_value(cls, value: EncoderConfig | Mapping[str, Any] | None) -> EncoderConfig:
         """The config itself, or one built from a mapping (e.g. the ``encoder`` entry of checkpoint hparams)."""
-        if value is None:
-            return cls()
-        if isinstance(value, cls):
-            return value
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(value) - known)
-        if unknown:
-            raise ValueError(f"model.encoder has no option(s) {unknown}. Options: {', '.join(sorted(known))}.")
-        return cls(**dict(value))
+        return config_from_value(cls, value, "model.encoder")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types only (lists, not tuples), as stored in checkpoint hyperparameters."""
@@ -109,3 +103,25 @@ def encoder_keys() -> tuple[str, ...]:
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(f"model.encoder.{name} must be one of {', '.join(choices)}; got {value!r}.")
+
+
+def config_from_value(cls: type[_C], value: _C | Mapping[str, Any] | None, option: str) -> _C:
+    """A settings dataclass itself, its defaults for None, or one built from a mapping (checkpoint hyperparameters).
+
+    Args:
+        cls: The dataclass.
+        value: An instance, a mapping of its fields, or None.
+        option: The config key it is set under, for the error (e.g. ``model.encoder``).
+
+    Raises:
+        ValueError: On a key the dataclass does not have, listing the ones it has.
+    """
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise ValueError(f"{option} has no option(s) {unknown}. Options: {', '.join(sorted(known))}.")
+    return cls(**dict(value))

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from notellm2_pl.retrieval.ranking import as_float32_matrix
+
 COLLAPSE_SPREAD = 1e-4
 """Spread below which a set counts as collapsed (mean pairwise cosine above ~0.9999)."""
 
@@ -79,11 +81,7 @@ def embedding_spread(emb: Any, sample: int = SAMPLE_ROWS) -> Spread:
     Raises:
         ValueError: If ``emb`` is not 2-D.
     """
-    if hasattr(emb, "detach"):  # torch.Tensor
-        emb = emb.detach().cpu().float().numpy()
-    x = np.asarray(emb, dtype=np.float64)
-    if x.ndim != 2:
-        raise ValueError(f"embeddings must be a 2-D (N, d) array, got shape {x.shape}.")
+    x = as_float32_matrix(emb, "embeddings").astype(np.float64)  # (N, d)
     if x.shape[0] > sample:
         x = x[np.linspace(0, x.shape[0] - 1, sample).round().astype(np.int64)]
     n = x.shape[0]

@@ -25,7 +25,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader
 
 from notellm2_pl.data.pair_graph import PairGraph
 from notellm2_pl.data.torch_datasets import NoteDataset, PairDataset, collate_notes
+from notellm2_pl.model.config import config_from_value
 from notellm2_pl.retrieval.scoring import exact_topk
 from notellm2_pl.training.fusion_scale import fusion_scale
 
@@ -96,15 +97,7 @@ class HardNegativeConfig:
     @classmethod
     def from_value(cls, value: HardNegativeConfig | Mapping[str, Any] | None) -> HardNegativeConfig:
         """The config itself, or one built from a mapping (checkpoint hyperparameters)."""
-        if value is None:
-            return cls()
-        if isinstance(value, cls):
-            return value
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(value) - known)
-        if unknown:
-            raise ValueError(f"model.hard_negatives has no option(s) {unknown}. Options: {', '.join(sorted(known))}.")
-        return cls(**dict(value))
+        return config_from_value(cls, value, "model.hard_negatives")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types only, as stored in checkpoint hyperparameters."""
