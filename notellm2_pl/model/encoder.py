@@ -226,7 +226,7 @@ class NoteEncoder(nn.Module):
         e_v = None
         if self.micl:
             pos_v = shift(batch["marker_pos"] - 1, image_pos, q)
-            e_v, _ = self._embed(self._visual_state(text, out.hidden, pos_v + 1), pooled)
+            e_v, _ = self._embed(self._visual_state(text, out.hidden, pos_v + 1), pooled, scaled=False)
         span = torch.stack([image_pos, image_pos + q], dim=1) if q else torch.full((ids.shape[0], 2), -1)
         return EncoderOutput(e_m, e_v, last_pos, pos_v, span.to(ids.device), z, out.attentions)
 
@@ -250,10 +250,17 @@ class NoteEncoder(nn.Module):
         x, mask = close_prefix(embeds, end, close)  # (B, W, H), (B, W)
         return self.llm.pool(self.llm(x, mask).hidden, mask)
 
-    def _embed(self, h: torch.Tensor, pooled: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _embed(self, h: torch.Tensor, pooled: torch.Tensor | None,
+               scaled: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Gate (``scaled``: at the inference fusion scale) and project a read-out state ``(B, H)``.
+
+        ``e_v`` passes ``scaled=False``: the fusion scale is chosen on ``e_m``'s validation recall, and at ``s = 0`` the
+        visual embedding would be its LLM state alone, a state training never scored on its own
+        (docs/method.md#late-fusion-strength-chosen-on-validation).
+        """
         z = None
         if self.gate is not None:
-            h, z = self.gate(h, pooled)
+            h, z = self.gate(h, pooled, scaled=scaled)
         return self.project(h), z
 
     def project(self, h: torch.Tensor) -> torch.Tensor:

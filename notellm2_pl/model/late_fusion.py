@@ -15,7 +15,8 @@ class LateFusionGate(nn.Module):
     In eval mode the mix is scaled by the buffer ``inference_scale`` ``s``: ``out = h + s * (z h + (1 - z) v - h)``
     (``s = 1``: the paper's gate, computed exactly as in training; ``s = 0``: the LLM state alone). ``s`` is chosen
     on validation by the training module when ``model.encoder.fusion_scales`` is set
-    (docs/method.md#late-fusion-strength-chosen-on-validation); training always uses ``s = 1``.
+    (docs/method.md#late-fusion-strength-chosen-on-validation); training always uses ``s = 1``. It is chosen on the
+    multimodal embedding's recall and applies to it alone: the visual embedding ``e_v`` always gets the full gate.
 
     Args:
         vision_dim: Width of the vision pooled feature.
@@ -39,12 +40,20 @@ class LateFusionGate(nn.Module):
         state_dict.setdefault(prefix + "inference_scale", torch.tensor(1.0))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def forward(self, h_llm: torch.Tensor, v_img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Fuse ``h_llm (B, H)`` with the raw vision feature ``v_img (B, D_v)``; returns (fused, gate z ``(B, H)``)."""
+    def forward(self, h_llm: torch.Tensor, v_img: torch.Tensor,
+                scaled: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fuse ``h_llm (B, H)`` with the raw vision feature ``v_img (B, D_v)``; returns (fused, gate z ``(B, H)``).
+
+        Args:
+            h_llm: The LLM state.
+            v_img: The vision tower's pooled feature.
+            scaled: Apply ``inference_scale`` in eval mode (the encoder passes False for ``e_v``: the scale is chosen
+                on ``e_m`` alone).
+        """
         v = self.proj(v_img.to(self.proj.weight.dtype))  # (B, H)
         z = torch.sigmoid(self.gate(torch.cat([h_llm, v], dim=-1)))  # (B, H)
         fused = z * h_llm + (1 - z) * v
-        if not self.training and float(self.inference_scale) != 1.0:
+        if scaled and not self.training and float(self.inference_scale) != 1.0:
             fused = self.at_scale(h_llm, fused, self.inference_scale.to(fused.dtype))
         return fused, z
 

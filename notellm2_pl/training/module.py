@@ -254,14 +254,16 @@ class NoteLLM2Module(L.LightningModule):
 
     # ------------------------------------------------------------------------------------------------ eval
     def validation_step(self, batch: NoteBatch, batch_idx: int) -> None:
-        """Collect ``e_m`` (and ``e_v``) with the full gate, and at each other candidate fusion scale (one forward:
-        the gate's input states and mixes are kept and re-mixed, only the head runs again)."""
+        """Collect ``e_m`` and ``e_v`` with the full gate, and ``e_m`` at each other candidate fusion scale (``e_v``
+        keeps the full gate; one forward: the e_m read-out is re-mixed, only the head runs again)."""
         gate, scales = self.encoder.gate, self._scale_candidates()
         with fusion_scale(gate, 1.0), gate_states(gate if scales else None) as states:
             self._collect_step(batch)
-        for scale in scales:  # states: the e_m read-out's gate call, then e_v's under mICL
-            emb = torch.stack([self.encoder.project(gate.at_scale(h, g, scale)) for h, g in states], dim=1)
-            self._scaled_outputs.setdefault(scale, []).append((emb.detach(), batch["index"]))  # (B, 1 or 2, d)
+        if scales:
+            h, g = states[0]  # the e_m read-out's call (the first of the forward)
+            for scale in scales:
+                e_m = self.encoder.project(gate.at_scale(h, g, scale)).detach()[:, None]  # (B, 1, d)
+                self._scaled_outputs.setdefault(scale, []).append((e_m, batch["index"]))
 
     def _collect_step(self, batch: NoteBatch) -> None:
         out = self(batch)
@@ -281,29 +283,30 @@ class NoteLLM2Module(L.LightningModule):
         if dm.val_pairs:
             metrics["val/loss"] = float(self._val_loss(emb, idx, dm.val_pool_ids, dm.val_pairs, dm.hparams.batch_size))
         if self.encoder.config.fusion_scales:
-            metrics, emb, idx = self._choose_fusion_scale(metrics, (emb, idx), dm.val_pool_ids, dm.val_pairs)
+            metrics, e_m = self._choose_fusion_scale(metrics, emb[:, :1], dm.val_pool_ids, dm.val_pairs)
+            emb = torch.cat([e_m, emb[:, 1:]], dim=1)  # (P, 1 or 2, d): e_m at the chosen scale, e_v as collected
         metrics.update(self._spread_metrics(emb, idx, dm.val_pool_ids))
         self.log_dict(metrics, sync_dist=False, rank_zero_only=False)
 
-    def _choose_fusion_scale(self, full_gate: dict[str, float], full_emb: tuple[torch.Tensor, torch.Tensor],
-                             pool_ids: list[str], pairs: list) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
+    def _choose_fusion_scale(self, full_gate: dict[str, float], full_e_m: torch.Tensor, pool_ids: list[str],
+                             pairs: list) -> tuple[dict[str, float], torch.Tensor]:
         """Score every candidate scale, store the winner in the gate; ``val/recall`` becomes the winner's.
 
         Returns:
-            The metrics, and the winner's collected embeddings ``(P, 1 or 2, d)`` with their pool positions ``(P,)``.
+            The metrics, and the winner's collected ``e_m`` ``(P, 1, d)``, in the rows of ``full_e_m``.
         """
         by_scale = {1.0: full_gate} if 1.0 in self.encoder.config.fusion_scales else {}
-        collected = {1.0: full_emb}
+        collected = {1.0: full_e_m}
         for scale, outputs in self._scaled_outputs.items():
-            collected[scale] = self._collect_outputs(outputs)
-            by_scale[scale] = self._recall(collected[scale][0][:, 0], collected[scale][1], pool_ids, pairs)
+            collected[scale], idx = self._collect_outputs(outputs)
+            by_scale[scale] = self._recall(collected[scale][:, 0], idx, pool_ids, pairs)
         self._scaled_outputs.clear()
         best = choose_scale({s: m["val/recall"] for s, m in by_scale.items()})
         self.encoder.gate.inference_scale.fill_(best)
         at_scale = {f"val/recall_at_scale/{s:g}": m["val/recall"] for s, m in by_scale.items()}
         metrics = {**full_gate, **by_scale[best], **at_scale, "val/fusion_scale": best,
                    "val/recall_full_gate": full_gate["val/recall"]}
-        return (metrics, *collected[best])
+        return metrics, collected[best]
 
     def _spread_metrics(self, emb: torch.Tensor, idx: torch.Tensor, pool_ids: list[str]) -> dict[str, float]:
         """``val/spread/<key>`` and ``val/effective_rank/<key>`` of the validation pool as the model embeds it (at the
