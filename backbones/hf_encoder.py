@@ -21,9 +21,8 @@ from torch import nn
 
 from notellm2_pl.model.lora import is_lora, merge_lora
 from notellm2_pl.plugins.contract import LLMBackbone, LLMOutput, find_layer_list
-from notellm2_pl.plugins.hub import ensure_available
 
-from .hf_llm import _DTYPES, add_token_rows, eager_attention
+from .hf_llm import add_token_rows, eager_attention, load_model_and_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -132,25 +131,15 @@ class HFTextEncoder(LLMBackbone):
         lora: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        from transformers import AutoModel, AutoTokenizer
-
-        if dtype not in _DTYPES:
-            raise ValueError(f"dtype={dtype!r} is not supported; use one of {sorted(_DTYPES)}.")
         if pooling is not None and pooling not in POOLINGS:
             raise ValueError(f"pooling={pooling!r} is not supported; use one of {', '.join(POOLINGS)} (or leave it "
                              f"unset to read a sentence-transformers folder's pooling).")
-        common: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
         self.pretrained = pretrained
-        ensure_available(pretrained, "--model.llm.init_args.pretrained", revision, ("config.json",))
-        self.model = AutoModel.from_pretrained(
-            pretrained, dtype=_DTYPES[dtype], attn_implementation=attn_implementation, **common
-        )
+        self.model, self._tokenizer = load_model_and_tokenizer(
+            pretrained, tokenizer, dtype, attn_implementation, revision, trust_remote_code)
         pooler = getattr(self.model, "pooler", None)
         if isinstance(pooler, nn.Module):  # the task head over CLS: never read, so frozen (no gradient, even under DDP)
             pooler.requires_grad_(False)
-        tok_source = tokenizer or pretrained
-        tok_kwargs = dict(common) if tok_source == pretrained else {"trust_remote_code": trust_remote_code}
-        self._tokenizer = AutoTokenizer.from_pretrained(tok_source, **tok_kwargs)
         self.pooling = pooling or sentence_transformers_pooling(pretrained, revision) or "mean"
         self._attn_impl = attn_implementation
         if gradient_checkpointing:

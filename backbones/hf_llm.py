@@ -75,6 +75,39 @@ def eager_attention(model: nn.Module, attn_implementation: str) -> Iterator[None
         model.set_attn_implementation(attn_implementation)
 
 
+def load_model_and_tokenizer(pretrained: str, tokenizer: str | None, dtype: str, attn_implementation: str,
+                             revision: str | None, trust_remote_code: bool,
+                             gguf_file: str | None = None) -> tuple[nn.Module, Any]:
+    """``AutoModel`` and ``AutoTokenizer`` of a hub id or local folder, checked for availability first.
+
+    Args:
+        pretrained: Hub id or local directory.
+        tokenizer: Tokenizer hub id or directory; None: ``pretrained``'s.
+        dtype: ``float32``, ``bfloat16`` or ``float16``.
+        attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
+        revision: Hub revision.
+        trust_remote_code: Allow model code from the hub repo.
+        gguf_file: A GGUF file inside ``pretrained`` to load weights and tokenizer from.
+
+    Raises:
+        ValueError: On an unsupported dtype.
+    """
+    from transformers import AutoModel, AutoTokenizer
+
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype={dtype!r} is not supported; use one of {sorted(_DTYPES)}.")
+    common: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
+    if gguf_file:
+        common["gguf_file"] = gguf_file
+    ensure_available(pretrained, "--model.llm.init_args.pretrained", revision,
+                     (gguf_file,) if gguf_file else ("config.json",))
+    model = AutoModel.from_pretrained(pretrained, dtype=_DTYPES[dtype], attn_implementation=attn_implementation,
+                                      **common)
+    tok_source = tokenizer or pretrained
+    tok_kwargs = dict(common) if tok_source == pretrained else {"trust_remote_code": trust_remote_code}
+    return model, AutoTokenizer.from_pretrained(tok_source, **tok_kwargs)
+
+
 class HFCausalLM(LLMBackbone):
     """A transformers causal LM (decoder only) with its tokenizer.
 
@@ -105,22 +138,9 @@ class HFCausalLM(LLMBackbone):
         lora: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        from transformers import AutoModel, AutoTokenizer
-
-        if dtype not in _DTYPES:
-            raise ValueError(f"dtype={dtype!r} is not supported; use one of {sorted(_DTYPES)}.")
-        common: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
-        if gguf_file:
-            common["gguf_file"] = gguf_file
         self.pretrained = pretrained
-        ensure_available(pretrained, "--model.llm.init_args.pretrained", revision,
-                         (gguf_file,) if gguf_file else ("config.json",))
-        self.model = AutoModel.from_pretrained(
-            pretrained, dtype=_DTYPES[dtype], attn_implementation=attn_implementation, **common
-        )
-        tok_source = tokenizer or pretrained
-        tok_kwargs = dict(common) if tok_source == pretrained else {"trust_remote_code": trust_remote_code}
-        self._tokenizer = AutoTokenizer.from_pretrained(tok_source, **tok_kwargs)
+        self.model, self._tokenizer = load_model_and_tokenizer(
+            pretrained, tokenizer, dtype, attn_implementation, revision, trust_remote_code, gguf_file)
         self._attn_impl = attn_implementation
         if gradient_checkpointing:
             self.set_grad_checkpointing(True)
