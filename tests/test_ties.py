@@ -144,3 +144,15 @@ def test_flat_and_hnsw_agree_on_constant_embeddings() -> None:
     emb = _unit(np.ones((300, 8)))
     flat, hnsw = build_index(emb, "flat"), build_index(emb, "hnsw")
     assert recall_vs_exact(hnsw, flat, emb[:20], k=10) == pytest.approx(1.0)
+
+
+def test_effective_rank_is_the_same_from_the_gram_side_when_rows_are_few() -> None:
+    """Wide sets (d > N) take the N x N Gram matrix: the same non-zero eigenvalues as the d x d covariance."""
+    rng = np.random.default_rng(4)
+    wide = rng.standard_normal((40, 300))
+    got = embedding_spread(wide)
+    u = wide / np.linalg.norm(wide, axis=1, keepdims=True)
+    c = u - u.mean(axis=0)
+    eig = np.clip(np.linalg.eigvalsh(c.T @ c / len(u)), 0, None)
+    p = eig[eig > 1e-12] / eig.sum()
+    assert got.effective_rank == pytest.approx(float(np.exp(-(p * np.log(p)).sum())), rel=1e-6)

@@ -94,7 +94,9 @@ def embedding_spread(emb: Any, sample: int = SAMPLE_ROWS) -> Spread:
     sq = float((u * u).sum())  # N for unit rows (fewer if some rows are zero)
     mean_cos = float((n * n * (mean @ mean) - sq) / (n * (n - 1))) if n > 1 else float("nan")
     centred = u - mean  # (N, d)
-    eig = np.clip(np.linalg.eigvalsh(centred.T @ centred / n), 0.0, None)  # (d,)
+    # the covariance (d, d) and the Gram matrix (N, N) share their non-zero eigenvalues: take the smaller
+    gram = centred.T @ centred if centred.shape[1] <= n else centred @ centred.T
+    eig = np.clip(np.linalg.eigvalsh(gram / n), 0.0, None)  # (min(N, d),)
     total = eig.sum()
     if total > 0:
         p = eig[eig > 0] / total
