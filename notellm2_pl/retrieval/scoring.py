@@ -134,7 +134,7 @@ class _RangeScan:
                 block, scores = views[shape]
                 torch.mm(self.tq[q0:q1], chunk_t, out=block)
                 if span is not None and span[0] < p1 and span[1] >= p0:
-                    _mask_excluded(scores, self.exclude[q0:q1] - p0)
+                    mask_excluded(scores, self.exclude[q0:q1] - p0)
                 self.reduce(q0, p0, scores)
 
     def _excluded_span(self, q0: int, q1: int) -> tuple[int, int] | None:
@@ -146,7 +146,7 @@ class _RangeScan:
         return (int(ex.min()), int(ex.max())) if ex.size else None
 
 
-def _mask_excluded(scores: np.ndarray, local: np.ndarray) -> None:
+def mask_excluded(scores: np.ndarray, local: np.ndarray) -> None:
     """Set ``scores[i, local[i]] = -inf`` where ``local[i]`` lies inside the tile."""
     rows = np.flatnonzero((local >= 0) & (local < scores.shape[1]))
     if rows.size:

@@ -41,7 +41,7 @@ from notellm2_pl.data.tables import Note
 from notellm2_pl.retrieval.pairs import Pair
 from notellm2_pl.retrieval.ranks import Ranks
 from notellm2_pl.retrieval.recall import EvalResult, evaluate_protocol
-from notellm2_pl.retrieval.scoring import DEFAULT_POOL_TILE, DEFAULT_QUERY_TILE, RankCounter
+from notellm2_pl.retrieval.scoring import DEFAULT_POOL_TILE, DEFAULT_QUERY_TILE, RankCounter, mask_excluded
 
 TEXT_BASELINES: tuple[str, ...] = ("tfidf_words", "tfidf_char", "bm25")
 """Names of the text baselines, in report order."""
@@ -214,9 +214,7 @@ def sparse_ranks(scorer: SparseScorer, query_rows: np.ndarray, target_rows: np.n
             pool_t = scorer.docs[p_rows[p0:p0 + pt]].T.tocsr()  # (V, m)
             for q0, queries in share:
                 scores = _block(queries, pool_t)  # (b, m)
-                local = t_pos[q0:q0 + scores.shape[0]] - p0  # (b,) the target's column inside this tile
-                inside = np.flatnonzero((local >= 0) & (local < scores.shape[1]))
-                scores[inside, local[inside]] = -np.inf
+                mask_excluded(scores, t_pos[q0:q0 + scores.shape[0]] - p0)  # the target's own column
                 counter(q0, p0, scores)
 
     if workers == 1:
